@@ -1,0 +1,163 @@
+"""The HTTP API as a bare ASGI application: no framework on the hot path.
+
+Routes: GET /ping, POST /events, GET /metrics. The lifespan protocol starts and
+stops the Collector, so whatever serves this app (uvicorn here) drives the pipeline's lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import metrics
+from ..envelope import build_envelope
+from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
+from ..lifecycle import Collector
+from ..settings import Settings
+from .auth import TokenVerifier
+from .validation import MAX_STRING_CHARS, decode_event
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+# Request headers copied into the document.
+COPIED_HEADERS = (b"device-uuid", b"app-version", b"os-version", b"user-agent")
+_JSON = [(b"content-type", b"application/json")]
+_encode = msgspec.json.encode
+_RETRY_AFTER_SECONDS = b"5"
+
+
+class CollectorApp:
+    def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
+        self.settings = settings
+        self.collector = collector or Collector(settings)
+        self.verifier = TokenVerifier(settings.jwt_secret)
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.collector.start()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.collector.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/events":
+            if method != "POST":
+                await _respond(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
+            elif not self.collector.accepting:
+                await _unavailable(send, "the collector is shutting down")
+            else:
+                await self._events(scope, receive, send)
+        elif path == "/ping":
+            await _respond_raw(send, 200, b"pong", [(b"content-type", b"text/plain")])
+        elif path == "/metrics" and method == "GET":
+            await _respond_raw(send, 200, generate_latest(metrics.REGISTRY),
+                               [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        else:
+            await _respond(send, 404, {"error": f"no route for {method} {path}"})
+
+    async def _events(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        try:
+            user_id = self.verifier.user_id(headers.get(b"authorization"))
+        except AuthError as exc:
+            metrics.events_received.labels("rejected").inc()
+            await _respond(send, 401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
+            return
+        try:
+            copied = _copied_headers(headers)
+            body = await self._read_body(headers, receive)
+            event = decode_event(body)
+        except InvalidEvent as exc:
+            metrics.events_received.labels("rejected").inc()
+            error = {"error": exc.message} if exc.field is None else {"error": exc.message, "field": exc.field}
+            await _respond(send, exc.status, error)
+            return
+        except TimeoutError:
+            metrics.events_received.labels("rejected").inc()
+            await _respond(send, 408, {"error": "request body not received in time"})
+            return
+        envelope = build_envelope(self.settings.server_environment, event, user_id, copied, time.time())
+        try:
+            status = await self.collector.accept([envelope])
+        except StoreError as exc:
+            metrics.events_received.labels("unavailable").inc()
+            log.error("could not keep an event: %s", exc)
+            await _unavailable(send, "the collector cannot store the event now")
+            return
+        metrics.events_received.labels(status).inc()
+        await _respond(send, 200, {"status": status})
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({limit} bytes)")
+        # A client that stalls mid-body only holds its own connection, and only this long.
+        async with asyncio.timeout(self.settings.body_read_timeout_seconds):
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({limit} bytes)")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+
+def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+def _copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
+    copied: dict[str, str | None] = {}
+    for name in COPIED_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            copied[name.decode()] = None
+            continue
+        text = value.decode("utf-8", "replace")
+        if len(text) > MAX_STRING_CHARS:
+            raise InvalidEvent(f"header {name.decode()} is longer than {MAX_STRING_CHARS} characters",
+                               name.decode())
+        copied[name.decode()] = text
+    return copied
+
+
+async def _respond(send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _respond_raw(send, status, _encode(payload), _JSON + (extra or []))
+
+
+async def _respond_raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _unavailable(send: Send, reason: str) -> None:
+    await _respond(send, 503, {"error": reason}, [(b"retry-after", _RETRY_AFTER_SECONDS)])

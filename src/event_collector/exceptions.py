@@ -1,0 +1,50 @@
+"""The collector's exceptions; library errors are translated into these at the boundary.
+
+CollectorError
+ ├── ConfigError            a setting is missing or invalid; start-up stops with its message
+ ├── AuthError              the request's credentials are missing or invalid (401)
+ ├── InvalidEvent           the request body is not an acceptable event (400 / 413)
+ │    └── BodyTooLarge      the body exceeds MAX_BODY_BYTES (413)
+ ├── StoreError             the pending store failed (SQLite errors are wrapped in this)
+ │    └── StoreFull         the pending store is at its cap (503)
+ └── OpenSearchUnavailable  OpenSearch could not be reached or did not answer in time
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    pass
+
+
+class ConfigError(CollectorError):
+    pass
+
+
+class AuthError(CollectorError):
+    pass
+
+
+class InvalidEvent(CollectorError):
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class BodyTooLarge(InvalidEvent):
+    status = 413
+
+
+class StoreError(CollectorError):
+    pass
+
+
+class StoreFull(StoreError):
+    pass
+
+
+class OpenSearchUnavailable(CollectorError):
+    pass

@@ -1,0 +1,23 @@
+"""The pending store: where events wait when the buffer is full or OpenSearch failed."""
+
+from __future__ import annotations
+
+from ..exceptions import ConfigError
+from ..settings import Settings
+from .base import DeadLetter, Failure, PendingStatistics, PendingStore
+from .sqlite import SqliteStore
+
+__all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
+
+
+def open_store(settings: Settings) -> SqliteStore:
+    """The store named by DATABASE_URL's scheme (not yet opened)."""
+    if settings.database_url.startswith("sqlite://"):
+        return SqliteStore(
+            settings.sqlite_path,
+            lease_seconds=settings.pending_lease_seconds,
+            max_attempts=settings.max_delivery_attempts,
+            backoff_base_seconds=settings.retry_backoff_base_seconds,
+            backoff_max_seconds=settings.retry_backoff_max_seconds,
+        )
+    raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")

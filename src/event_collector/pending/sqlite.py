@@ -1,0 +1,333 @@
+"""The SQLite pending store.
+
+All SQLite work runs on one thread of its own, so the event loop never blocks on disk. Writes from
+many coroutines are grouped: whatever arrived while the previous transaction ran is committed in the
+next one (group commit), so a thousand concurrent requests cost a handful of fsyncs, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import msgspec
+
+from ..envelope import Envelope
+from ..exceptions import StoreError
+from .base import DeadLetter, Failure, PendingStatistics
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    -- AUTOINCREMENT: an id is never reused, so deleting a delivered row can never hit a newer one.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    log_id TEXT NOT NULL,
+    index_name TEXT NOT NULL,
+    document BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS pending_due ON pending (next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    log_id TEXT,
+    index_name TEXT,
+    document BLOB,
+    received_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letter_failed_at ON dead_letter (failed_at);
+"""
+
+_Operation = Callable[[sqlite3.Connection], Any]
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = 20,
+        backoff_base_seconds: float = 1.0,
+        backoff_max_seconds: float = 600.0,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.path = path
+        self._lease_seconds = lease_seconds
+        self._max_attempts = max_attempts
+        self._backoff_base_seconds = backoff_base_seconds
+        self._backoff_max_seconds = backoff_max_seconds
+        self._synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pending-sqlite")
+        self._connection: sqlite3.Connection | None = None
+        self._queued: list[tuple[_Operation, asyncio.Future]] = []
+        self._committer: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._on_thread(self._connect)
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer
+        await self._on_thread(self._disconnect)
+        self._executor.shutdown(wait=True)
+
+    def _connect(self) -> None:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            # auto_vacuum must be chosen before the first table exists; it lets a drained store shrink.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+            connection.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise StoreError(f"cannot open pending store {self.path}: {exc}") from exc
+        self._connection = connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _on_thread(self, function: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    # -- group commit ----------------------------------------------------------------------------
+
+    async def _write(self, operation: _Operation) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((operation, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
+        return await future
+
+    async def _commit_queued(self) -> None:
+        while self._queued:
+            group, self._queued = self._queued, []
+            try:
+                outcomes = await self._on_thread(lambda: self._run_group([op for op, _ in group]))
+            except Exception as exc:  # a bug in an operation must not leave its callers waiting forever
+                outcomes = [(False, exc)] * len(group)
+            for (_, future), (ok, value) in zip(group, outcomes):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _run_group(self, operations: list[_Operation]) -> list[tuple[bool, Any]]:
+        """Run operations in one transaction; if it fails, run each alone so one bad write fails alone."""
+        try:
+            return [(True, result) for result in self._transaction(operations)]
+        except sqlite3.Error:
+            return [self._run_alone(operation) for operation in operations]
+
+    def _run_alone(self, operation: _Operation) -> tuple[bool, Any]:
+        try:
+            return True, self._transaction([operation])[0]
+        except sqlite3.Error as exc:
+            return False, StoreError(f"pending store write failed: {exc}")
+
+    def _transaction(self, operations: list[_Operation]) -> list[Any]:
+        connection = self._connection
+        assert connection is not None, "store is not open"
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            results = [operation(connection) for operation in operations]
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return results
+
+    # -- the PendingStore interface --------------------------------------------------------------
+
+    async def add(self, envelopes: list[Envelope], *, leased: bool) -> None:
+        if not envelopes:
+            return
+        now = time.time()
+        lease_until = now + self._lease_seconds if leased else 0.0
+
+        def insert(connection: sqlite3.Connection) -> list[int]:
+            cursor = connection.cursor()
+            ids = []
+            for envelope in envelopes:
+                cursor.execute(
+                    "INSERT INTO pending (log_id, index_name, document, received_at, attempts,"
+                    " next_attempt_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (envelope.log_id, envelope.index, envelope.document, envelope.received_at,
+                     envelope.attempts, now, lease_until),
+                )
+                ids.append(cursor.lastrowid)
+            return ids
+
+        ids = await self._write(insert)
+        for envelope, row_id in zip(envelopes, ids):
+            envelope.pending_id = row_id
+
+    async def delivered(self, envelopes: list[Envelope]) -> None:
+        ids = [(e.pending_id,) for e in envelopes if e.pending_id is not None]
+        if ids:
+            await self._write(lambda c: c.executemany("DELETE FROM pending WHERE id = ?", ids))
+
+    async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
+        if not failures:
+            return
+        now = time.time()
+        exhausted: list[Failure] = []
+        waiting: list[Failure] = []
+        for failure in failures:
+            if count_attempt:
+                failure.envelope.attempts += 1
+            if failure.envelope.attempts >= self._max_attempts:
+                exhausted.append(Failure(failure.envelope, f"gave up after {failure.envelope.attempts} attempts: {failure.reason}"))
+            else:
+                waiting.append(failure)
+
+        def keep(connection: sqlite3.Connection) -> list[int | None]:
+            ids = []
+            for failure in waiting:
+                envelope = failure.envelope
+                next_attempt_at = now + self._backoff_seconds(envelope.attempts)
+                if envelope.pending_id is None:
+                    cursor = connection.execute(
+                        "INSERT INTO pending (log_id, index_name, document, received_at, attempts,"
+                        " next_attempt_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (envelope.log_id, envelope.index, envelope.document, envelope.received_at,
+                         envelope.attempts, next_attempt_at, failure.reason),
+                    )
+                    ids.append(cursor.lastrowid)
+                else:
+                    connection.execute(
+                        "UPDATE pending SET attempts = ?, next_attempt_at = ?, lease_until = 0, last_error = ?"
+                        " WHERE id = ?",
+                        (envelope.attempts, next_attempt_at, failure.reason, envelope.pending_id),
+                    )
+                    ids.append(envelope.pending_id)
+            _move_to_dead_letter(connection, exhausted, now)
+            return ids
+
+        ids = await self._write(keep)
+        for failure, row_id in zip(waiting, ids):
+            failure.envelope.pending_id = row_id
+
+    def _backoff_seconds(self, attempts: int) -> float:
+        # Exponential with full jitter over the upper half, so retries of one outage spread out.
+        ceiling = min(self._backoff_max_seconds, self._backoff_base_seconds * 2 ** min(attempts, 30))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    async def dead_letter(self, failures: list[Failure]) -> None:
+        if failures:
+            now = time.time()
+            await self._write(lambda c: _move_to_dead_letter(c, failures, now))
+
+    async def release(self, envelopes: list[Envelope]) -> None:
+        ids = [(e.pending_id,) for e in envelopes if e.pending_id is not None]
+        if ids:
+            await self._write(lambda c: c.executemany("UPDATE pending SET lease_until = 0 WHERE id = ?", ids))
+
+    async def claim_due(self, limit: int) -> list[Envelope]:
+        if limit <= 0:
+            return []
+        now = time.time()
+
+        def claim(connection: sqlite3.Connection) -> list[Envelope]:
+            rows = connection.execute(
+                "UPDATE pending SET lease_until = ? WHERE id IN (SELECT id FROM pending"
+                " WHERE next_attempt_at <= ? AND lease_until <= ? ORDER BY next_attempt_at LIMIT ?)"
+                " RETURNING id, log_id, index_name, document, received_at, attempts",
+                (now + self._lease_seconds, now, now, limit),
+            ).fetchall()
+            envelopes, unreadable = [], []
+            for row in rows:
+                envelope = _envelope_from_row(row)
+                if envelope is None:
+                    unreadable.append(row)
+                else:
+                    envelopes.append(envelope)
+            for row in unreadable:
+                log.error("pending row %s cannot be read; moved to dead-letter", row[0])
+                _dead_letter_row(connection, row[0], "unreadable pending row", now)
+            return envelopes
+
+        return await self._write(claim)
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    async def statistics(self) -> PendingStatistics:
+        def read() -> PendingStatistics:
+            connection = self._connection
+            assert connection is not None
+            rows, size, oldest = connection.execute(
+                "SELECT count(*), coalesce(sum(length(document)), 0), min(received_at) FROM pending"
+            ).fetchone()
+            histogram = dict(connection.execute("SELECT attempts, count(*) FROM pending GROUP BY attempts"))
+            (dead,) = connection.execute("SELECT count(*) FROM dead_letter").fetchone()
+            return PendingStatistics(rows, size, oldest, histogram, dead)
+
+        return await self._on_thread(read)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read() -> list[DeadLetter]:
+            assert self._connection is not None
+            rows = self._connection.execute(
+                "SELECT id, log_id, index_name, document, attempts, reason, failed_at FROM dead_letter"
+                " ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [DeadLetter(*row) for row in rows]
+
+        return await self._on_thread(read)
+
+
+def _move_to_dead_letter(connection: sqlite3.Connection, failures: list[Failure], now: float) -> None:
+    for failure in failures:
+        envelope = failure.envelope
+        connection.execute(
+            "INSERT INTO dead_letter (log_id, index_name, document, received_at, attempts, reason, failed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (envelope.log_id, envelope.index, envelope.document, envelope.received_at, envelope.attempts,
+             failure.reason, now),
+        )
+        if envelope.pending_id is not None:
+            connection.execute("DELETE FROM pending WHERE id = ?", (envelope.pending_id,))
+
+
+def _dead_letter_row(connection: sqlite3.Connection, row_id: int, reason: str, now: float) -> None:
+    connection.execute(
+        "INSERT INTO dead_letter (log_id, index_name, document, received_at, attempts, reason, failed_at)"
+        " SELECT log_id, index_name, document, received_at, attempts, ?, ? FROM pending WHERE id = ?",
+        (reason, now, row_id),
+    )
+    connection.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+
+
+def _envelope_from_row(row: tuple) -> Envelope | None:
+    """The envelope a pending row holds, or None when the row is damaged (wrong types, invalid JSON)."""
+    row_id, log_id, index, document, received_at, attempts = row
+    if isinstance(document, str):
+        document = document.encode()
+    if not (isinstance(log_id, str) and isinstance(index, str) and isinstance(document, bytes)
+            and isinstance(received_at, (int, float)) and isinstance(attempts, int)):
+        return None
+    try:
+        msgspec.json.decode(document)
+    except msgspec.DecodeError:
+        return None
+    return Envelope(index, log_id, document, float(received_at), row_id, attempts)

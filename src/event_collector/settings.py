@@ -1,0 +1,92 @@
+"""All settings, read from the environment once (a `.env` file fills in what the environment lacks)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import dotenv_values
+
+from .exceptions import ConfigError
+
+ACK_MODES = ("durable", "memory")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The original Rust collector's names keep their meaning.
+    open_search_dns: str = "http://localhost:9200"
+    server_host: str = "0.0.0.0"
+    server_port: int = 3000
+    jwt_secret: str = ""
+    server_environment: str = "local"
+    database_url: str = "sqlite://sqlite3.db"
+    # Pipeline.
+    queue_capacity: int = 100_000
+    bulk_workers: int = 10
+    bulk_size: int = 1000
+    flush_interval_seconds: float = 10.0
+    pending_replay_interval_seconds: float = 60.0
+    shutdown_grace_seconds: float = 30.0
+    open_search_timeout_seconds: float = 30.0
+    # Input limits.
+    max_body_bytes: int = 1024 * 1024
+    body_read_timeout_seconds: float = 30.0
+    # How long a replayed row stays claimed before another replayer may take it again.
+    pending_lease_seconds: float = 300.0
+    retry_backoff_base_seconds: float = 1.0
+    retry_backoff_max_seconds: float = 600.0
+    max_delivery_attempts: int = 20
+    ack_mode: str = "memory"
+
+    @property
+    def sqlite_path(self) -> str:
+        if not self.database_url.startswith("sqlite://"):
+            raise ConfigError(f"DATABASE_URL must start with sqlite:// (got {self.database_url!r})")
+        return self.database_url.removeprefix("sqlite://") or "sqlite3.db"
+
+    @property
+    def opensearch_url(self) -> str:
+        return self.open_search_dns.rstrip("/")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Build the settings from `environ` (default: the process environment) over an optional `.env`."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+
+    kwargs = {}
+    for field in fields(Settings):
+        raw = values.get(field.name.upper())
+        if raw is None:
+            continue
+        kind = type(field.default)
+        try:
+            kwargs[field.name] = kind(raw) if kind is not str else raw
+        except ValueError:
+            raise ConfigError(f"{field.name.upper()} must be {kind.__name__}, got {raw!r}") from None
+    settings = Settings(**kwargs)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    for name in ("queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name.upper()} must be at least 1")
+    for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name.upper()} must be positive")
+    if settings.ack_mode not in ACK_MODES:
+        raise ConfigError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, got {settings.ack_mode!r}")
+    settings.sqlite_path  # noqa: B018 - validates the URL scheme early
+
+
+def require_jwt_secret(settings: Settings) -> None:
+    # The original accepted tokens signed with an empty key; we refuse to start instead.
+    if not settings.jwt_secret:
+        raise ConfigError("JWT_SECRET is empty or missing: set it in the environment or in .env")

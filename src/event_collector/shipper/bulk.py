@@ -1,0 +1,76 @@
+"""Building a _bulk request and classifying its answer: pure functions, tested on their own.
+
+Per item: 2xx or 409 (the document exists: a retry of an event already delivered) is delivered;
+429, 5xx and a cluster block (a write-blocked or read-only index) are retried later; any other 4xx is
+the event's own fault (mapping conflict, unparsable document) and goes to dead-letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ..envelope import Envelope
+from ..pending import Failure
+
+_encode = msgspec.json.encode
+_RETRYABLE_ERROR_TYPES = {"cluster_block_exception", "es_rejected_execution_exception",
+                          "opensearch_rejected_execution_exception"}
+
+
+def bulk_body(batch: list[Envelope]) -> bytes:
+    parts = []
+    for envelope in batch:
+        parts.append(_encode({"create": {"_index": envelope.index, "_id": envelope.log_id}}))
+        parts.append(envelope.document)
+    parts.append(b"")
+    return b"\n".join(parts)
+
+
+@dataclass
+class BulkOutcome:
+    delivered: list[Envelope] = field(default_factory=list)
+    retry: list[Failure] = field(default_factory=list)
+    rejected: list[Failure] = field(default_factory=list)
+
+
+def classify(batch: list[Envelope], status: int, body: Any) -> BulkOutcome:
+    outcome = BulkOutcome()
+    items = body.get("items") if isinstance(body, dict) else None
+    if not 200 <= status < 300 or not isinstance(items, list) or len(items) != len(batch):
+        # The request as a whole failed (overload, a proxy, a security plugin): not the events' fault,
+        # so all of them are retried with backoff and their attempts counted.
+        reason = f"bulk request answered {status}: {_shorten(body)}"
+        outcome.retry = [Failure(envelope, reason) for envelope in batch]
+        return outcome
+    for envelope, item in zip(batch, items):
+        result = next(iter(item.values())) if isinstance(item, dict) and item else {}
+        item_status = result.get("status", 0) if isinstance(result, dict) else 0
+        if 200 <= item_status < 300 or item_status == 409:
+            outcome.delivered.append(envelope)
+            continue
+        error = result.get("error") if isinstance(result, dict) else None
+        reason = _describe(item_status, error)
+        error_type = error.get("type") if isinstance(error, dict) else None
+        if item_status == 429 or item_status >= 500 or item_status == 0 or error_type in _RETRYABLE_ERROR_TYPES:
+            outcome.retry.append(Failure(envelope, reason))
+        else:
+            outcome.rejected.append(Failure(envelope, reason))
+    return outcome
+
+
+def _describe(status: int, error: Any) -> str:
+    if isinstance(error, dict):
+        text = f"{status} {error.get('type')}: {error.get('reason')}"
+        caused_by = error.get("caused_by")
+        if isinstance(caused_by, dict):
+            text += f" (caused by {caused_by.get('type')}: {caused_by.get('reason')})"
+        return text
+    return f"{status} {_shorten(error)}"
+
+
+def _shorten(value: Any, limit: int = 500) -> str:
+    text = value if isinstance(value, str) else _encode(value).decode()
+    return text[:limit]

@@ -1,0 +1,103 @@
+"""The index template that maps every field of the collector's documents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+
+from ..exceptions import OpenSearchUnavailable
+from .client import OpenSearchClient
+
+log = logging.getLogger(__name__)
+
+_KEYWORD = {"type": "keyword"}
+
+
+def template_name(environment: str) -> str:
+    return f"events_{environment}"
+
+
+def index_template(environment: str) -> dict[str, Any]:
+    return {
+        "index_patterns": [f"events_{environment}_*"],
+        "template": {
+            "mappings": {
+                "properties": {
+                    "log_id": _KEYWORD,
+                    "user_id": _KEYWORD,
+                    "device_uuid": _KEYWORD,
+                    "app_version": _KEYWORD,
+                    "os_version": _KEYWORD,
+                    "user_agent": _KEYWORD,
+                    "received_at": {"type": "date"},
+                    "event_info": {
+                        "properties": {
+                            "page": _KEYWORD,
+                            "event": _KEYWORD,
+                            "label": _KEYWORD,
+                            "target": _KEYWORD,
+                            "section": _KEYWORD,
+                            # flat_object: free-form params can neither explode nor conflict in the mapping.
+                            "param": {"type": "flat_object"},
+                        }
+                    },
+                }
+            }
+        },
+    }
+
+
+async def install_template(client: OpenSearchClient, environment: str) -> tuple[int, Any]:
+    body = msgspec.json.encode(index_template(environment))
+    return await client.request("PUT", f"/_index_template/{template_name(environment)}", body)
+
+
+class TemplateGuard:
+    """Installs the template once OpenSearch answers, before the first bulk request creates an index.
+
+    Shippers call `ensure` before every request; after one success it costs nothing. If OpenSearch
+    refuses the template (a 4xx), the error is logged and shipping goes on: events are worth more than
+    a mapping.
+    """
+
+    def __init__(self, client: OpenSearchClient, environment: str) -> None:
+        self._client = client
+        self._environment = environment
+        self._settled = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def installed(self) -> bool:
+        return self._settled
+
+    async def ensure(self) -> None:
+        """Raises OpenSearchUnavailable while OpenSearch cannot be reached."""
+        if self._settled:
+            return
+        async with self._lock:
+            if self._settled:
+                return
+            status, body = await install_template(self._client, self._environment)
+            if 200 <= status < 300:
+                log.info("index template %s installed", template_name(self._environment))
+                self._settled = True
+            elif status == 429 or status >= 500:
+                raise OpenSearchUnavailable(f"installing the index template answered {status}")
+            else:
+                log.error("OpenSearch refused index template %s (%s): %s",
+                          template_name(self._environment), status, body)
+                self._settled = True
+
+    async def install_in_background(self, max_retry_seconds: float = 30.0) -> None:
+        """At start-up: keep trying until OpenSearch answers, so the template is there early."""
+        retry_seconds = 1.0
+        while not self._settled:
+            try:
+                await self.ensure()
+            except OpenSearchUnavailable as exc:
+                log.warning("OpenSearch not reachable yet (%s); retrying in %.0f s", exc, retry_seconds)
+                await asyncio.sleep(retry_seconds)
+                retry_seconds = min(max_retry_seconds, retry_seconds * 2)

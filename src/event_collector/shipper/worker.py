@@ -1,0 +1,90 @@
+"""A shipper: takes batches from the buffer and sends each as one _bulk request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .. import metrics
+from ..buffer import Buffer
+from ..envelope import Envelope
+from ..exceptions import OpenSearchUnavailable, StoreError
+from ..pending import Failure, PendingStore
+from .bulk import bulk_body, classify
+from .client import OpenSearchClient
+from .template import TemplateGuard
+
+log = logging.getLogger(__name__)
+
+
+class Shipper:
+    def __init__(self, buffer: Buffer, client: OpenSearchClient, store: PendingStore,
+                 template: TemplateGuard, flush_interval_seconds: float) -> None:
+        self._buffer = buffer
+        self._client = client
+        self._store = store
+        self._template = template
+        self._flush_interval_seconds = flush_interval_seconds
+        # The batch being shipped, so that a shutdown that cancels this shipper can keep it.
+        self.in_flight: list[Envelope] = []
+
+    async def run(self) -> None:
+        """Ship until the buffer is closed and empty."""
+        while True:
+            batch = await self._buffer.next_batch(self._flush_interval_seconds)
+            metrics.buffer_events.set(len(self._buffer))
+            if not batch:
+                if self._buffer.closed:
+                    return
+                continue
+            self.in_flight = batch
+            await self.ship(batch)
+            self.in_flight = []
+
+    async def ship(self, batch: list[Envelope]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._template.ensure()
+            status, body = await self._client.bulk(bulk_body(batch))
+        except OpenSearchUnavailable as exc:
+            # OpenSearch never answered: the events are not at fault, so their attempts are not counted.
+            metrics.bulk_requests.labels("unreachable").inc()
+            log.warning("bulk of %d events not delivered, kept for later: %s", len(batch), exc)
+            await self._keep([Failure(e, str(exc)) for e in batch], count_attempt=False)
+            return
+        metrics.bulk_duration.observe(time.perf_counter() - started)
+        outcome = classify(batch, status, body)
+        metrics.bulk_requests.labels("ok" if not outcome.retry else "failed").inc()
+        metrics.events_delivered.inc(len(outcome.delivered))
+        try:
+            await self._store.delivered(outcome.delivered)
+        except StoreError as exc:
+            # The events are in OpenSearch; a row left behind is replayed and answered 409.
+            log.error("could not delete %d delivered rows: %s", len(outcome.delivered), exc)
+        if outcome.retry:
+            log.warning("%d events kept for retry, first: %s", len(outcome.retry), outcome.retry[0].reason)
+            await self._keep(outcome.retry, count_attempt=True)
+        if outcome.rejected:
+            log.error("%d events rejected by OpenSearch, dead-lettered, first: %s",
+                      len(outcome.rejected), outcome.rejected[0].reason)
+            metrics.events_dead_lettered.inc(len(outcome.rejected))
+            try:
+                await self._store.dead_letter(outcome.rejected)
+            except StoreError as exc:
+                log.error("could not dead-letter %d events, retrying them instead: %s", len(outcome.rejected), exc)
+                self._requeue([f.envelope for f in outcome.rejected])
+
+    async def _keep(self, failures: list[Failure], *, count_attempt: bool) -> None:
+        metrics.events_retried.inc(len(failures))
+        try:
+            await self._store.retry_later(failures, count_attempt=count_attempt)
+        except StoreError as exc:
+            log.error("pending store failed, keeping %d events in memory: %s", len(failures), exc)
+            self._requeue([f.envelope for f in failures])
+
+    def _requeue(self, envelopes: list[Envelope]) -> None:
+        taken = self._buffer.offer_many(envelopes)
+        if taken < len(envelopes):
+            log.critical("LOST %d events: neither the pending store nor the buffer could keep them",
+                         len(envelopes) - taken)
