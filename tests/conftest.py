@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import OPENSEARCH_URL, CollectorProcess, OpenSearch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def opensearch() -> OpenSearch:
+    try:
+        httpx.get(OPENSEARCH_URL, timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.fail(f"the test OpenSearch at {OPENSEARCH_URL} does not answer ({exc}); "
+                    "start it with scripts/opensearch-dev start (make test does)")
+    return OpenSearch()
+
+
+@pytest.fixture
+def collector_factory(tmp_path: Path, opensearch: OpenSearch):
+    """Start collectors with settings of the test's choosing; all are stopped afterwards."""
+    started: list[CollectorProcess] = []
+
+    def start(**settings) -> CollectorProcess:
+        collector = CollectorProcess(tmp_path, **settings).start()
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        if collector.process is not None and collector.process.poll() is None:
+            collector.stop()
+
+
+@pytest.fixture
+def collector(collector_factory) -> CollectorProcess:
+    return collector_factory()

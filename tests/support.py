@@ -1,0 +1,178 @@
+"""Helpers the tests share: a real collector process, a real OpenSearch, and waiting for conditions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+OPENSEARCH_URL = os.environ.get("OPEN_SEARCH_DNS", "http://127.0.0.1:9200").rstrip("/")
+TEST_SECRET = "test-secret-" + "x" * 32
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, message: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique_environment() -> str:
+    # Fixed length and random, so no environment's index pattern is a prefix of another's.
+    return "t" + uuid.uuid4().hex[:12]
+
+
+class OpenSearch:
+    """A thin synchronous client of the real test node, for assertions."""
+
+    def __init__(self, url: str = OPENSEARCH_URL) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def pattern(self, environment: str) -> str:
+        return f"events_{environment}_*"
+
+    def refresh(self, environment: str) -> None:
+        self.http.post(f"/{self.pattern(environment)}/_refresh", params={"ignore_unavailable": "true",
+                                                                           "allow_no_indices": "true"})
+
+    def count(self, environment: str) -> int:
+        self.refresh(environment)
+        response = self.http.get(f"/{self.pattern(environment)}/_count",
+                                 params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+        response.raise_for_status()
+        return response.json()["count"]
+
+    def log_id_counts(self, environment: str) -> dict[str, int]:
+        """How many documents each log_id has, over all of the environment's indices."""
+        self.refresh(environment)
+        counts: dict[str, int] = {}
+        after = None
+        while True:
+            body: dict[str, Any] = {"size": 0, "aggs": {"ids": {"composite": {
+                "size": 10000, "sources": [{"id": {"terms": {"field": "log_id"}}}]}}}}
+            if after:
+                body["aggs"]["ids"]["composite"]["after"] = after
+            response = self.http.post(f"/{self.pattern(environment)}/_search", json=body,
+                                      params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+            response.raise_for_status()
+            aggregation = response.json().get("aggregations", {}).get("ids")
+            if not aggregation or not aggregation["buckets"]:
+                return counts
+            for bucket in aggregation["buckets"]:
+                counts[bucket["key"]["id"]] = bucket["doc_count"]
+            after = aggregation.get("after_key")
+            if not after:
+                return counts
+
+    def search(self, environment: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        self.refresh(environment)
+        response = self.http.post(f"/{self.pattern(environment)}/_search", json={"query": query, "size": 100},
+                                  params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+        response.raise_for_status()
+        return response.json()["hits"]["hits"]
+
+
+class CollectorProcess:
+    """`event-collector serve` as a real process, with its own port, environment name and SQLite file."""
+
+    def __init__(self, tmp_path: Path, opensearch_url: str = OPENSEARCH_URL, **settings: Any) -> None:
+        self.port = free_port()
+        self.environment = settings.pop("SERVER_ENVIRONMENT", None) or unique_environment()
+        self.database = Path(settings.pop("DATABASE", tmp_path / f"{self.environment}.db"))
+        self.log_path = tmp_path / f"collector-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "JWT_SECRET": TEST_SECRET,
+            "SERVER_HOST": "127.0.0.1",
+            "SERVER_PORT": str(self.port),
+            "SERVER_ENVIRONMENT": self.environment,
+            "OPEN_SEARCH_DNS": opensearch_url,
+            "DATABASE_URL": f"sqlite://{self.database}",
+            "FLUSH_INTERVAL_SECONDS": "0.2",
+            "PENDING_REPLAY_INTERVAL_SECONDS": "1",
+            "RETRY_BACKOFF_BASE_SECONDS": "0.2",
+            "RETRY_BACKOFF_MAX_SECONDS": "1",
+            **{key: str(value) for key, value in settings.items()},
+        }
+        self.cwd = tmp_path
+        self.process: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self) -> "CollectorProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "event_collector.cli", "serve"],
+            env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_until(self._answers, timeout=30, message=f"collector on {self.url} to answer /ping\n{self.log()}")
+        return self
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"collector exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(self.url + "/ping", timeout=1).text == "pong"
+        except httpx.HTTPError:
+            return False
+
+    def token(self, subject: str = "user-1", ttl_seconds: int = 3600) -> str:
+        import jwt
+
+        now = int(time.time())
+        return jwt.encode({"sub": subject, "iat": now, "exp": now + ttl_seconds}, TEST_SECRET, algorithm="HS256")
+
+    def auth(self, subject: str = "user-1") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(subject)}"}
+
+    def post_event(self, event: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.http.post("/events", json=event, headers={**self.auth(), **(headers or {})})
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.http.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def pending_rows(self) -> int:
+        import sqlite3
+
+        with sqlite3.connect(self.database) as connection:
+            return connection.execute("SELECT count(*) FROM pending").fetchone()[0]
+
+    def dead_letters(self) -> list[tuple]:
+        import sqlite3
+
+        with sqlite3.connect(self.database) as connection:
+            return connection.execute("SELECT log_id, reason FROM dead_letter ORDER BY id").fetchall()
+
+
+def event(log_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"log_id": log_id or uuid.uuid4().hex, "page": "/home", "event": "click", **fields}
