@@ -40,3 +40,13 @@ def collector_factory(tmp_path: Path, opensearch: OpenSearch):
 @pytest.fixture
 def collector(collector_factory) -> CollectorProcess:
     return collector_factory()
+
+
+@pytest.fixture(scope="module")
+def own_opensearch(tmp_path_factory):
+    """A node of the test module's own, which its tests may stop and kill without disturbing others."""
+    from support import DevNode
+
+    node = DevNode(tmp_path_factory.mktemp("opensearch")).start()
+    yield node
+    node.stop()

@@ -176,3 +176,41 @@ class CollectorProcess:
 
 def event(log_id: str | None = None, **fields: Any) -> dict[str, Any]:
     return {"log_id": log_id or uuid.uuid4().hex, "page": "/home", "event": "click", **fields}
+
+
+class DevNode:
+    """A separate real OpenSearch node (scripts/opensearch-dev) that a test may stop, kill and restart."""
+
+    def __init__(self, state_dir: Path, settings: str = "") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "OPEN_SEARCH_DNS": self.url, "OPENSEARCH_DEV_DIR": str(state_dir),
+                    "OPENSEARCH_DEV_SETTINGS": settings}
+        self.client = OpenSearch(self.url)
+
+    def _script(self, command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "scripts" / "opensearch-dev"), command], env=self.env,
+                              capture_output=True, text=True, timeout=300)
+
+    def start(self) -> "DevNode":
+        result = self._script("start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return self
+
+    def stop(self) -> None:
+        result = self._script("stop")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def kill(self) -> None:
+        """kill -9 the node's JVM."""
+        pid = int(self._script("pid").stdout.strip())
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout=30,
+                   message=f"OpenSearch pid {pid} to die")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

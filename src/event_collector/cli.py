@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
 
 from .exceptions import ConfigError
@@ -54,8 +55,16 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once its graceful shutdown is done; with this handler in place
+    # the process then exits 0, telling a supervisor the stop was clean.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_after_graceful_stop)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_after_graceful_stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _duration(text: str) -> int:

@@ -73,7 +73,8 @@ def test_concurrent_clients_and_retries_index_every_event_exactly_once(collector
 
 
 def test_a_full_buffer_answers_pending_and_still_delivers_everything(collector_factory, opensearch):
-    collector = collector_factory(QUEUE_CAPACITY=50, BULK_SIZE=50, FLUSH_INTERVAL_SECONDS=1)
+    # Batches larger than the buffer: the one shipper only empties it once a second.
+    collector = collector_factory(QUEUE_CAPACITY=50, BULK_SIZE=1000, BULK_WORKERS=1, FLUSH_INTERVAL_SECONDS=1)
     events = [event() for _ in range(1000)]
     answers = [collector.post_event(e).json()["status"] for e in events]
     assert answers.count("created") >= 50
@@ -87,7 +88,9 @@ def test_a_full_buffer_answers_pending_and_still_delivers_everything(collector_f
     wait_until(lambda: collector.pending_rows() == 0, timeout=30, message="the pending table to empty")
 
 
-def test_a_write_blocked_index_makes_items_retry_until_unblocked(collector, opensearch):
+def test_a_write_blocked_index_makes_items_retry_until_unblocked(collector_factory, opensearch):
+    # Retries come every second here: enough attempts that none runs out while the index is blocked.
+    collector = collector_factory(MAX_DELIVERY_ATTEMPTS=1000)
     collector.post_event(event("first"))
     wait_until(lambda: opensearch.count(collector.environment) == 1, message="the first event")
     index = index_name(collector.environment, time.time())
