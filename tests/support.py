@@ -113,6 +113,8 @@ class CollectorProcess:
             "PENDING_REPLAY_INTERVAL_SECONDS": "1",
             "RETRY_BACKOFF_BASE_SECONDS": "0.2",
             "RETRY_BACKOFF_MAX_SECONDS": "1",
+            "PENDING_OWNER_TIMEOUT_SECONDS": "2",
+            "JANITOR_INTERVAL_SECONDS": "1",
             **{key: str(value) for key, value in settings.items()},
         }
         self.cwd = tmp_path

@@ -1,8 +1,9 @@
-"""The `event-collector` command: serve, token."""
+"""The `event-collector` command: serve, token, and tools for the pending and dead-letter stores."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 import signal
@@ -22,11 +23,28 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="print a JWT signed with JWT_SECRET, for trying the API")
     token.add_argument("--sub", required=True, help="the user id the token stands for")
     token.add_argument("--ttl", default="1h", type=_duration, help="lifetime, e.g. 90s, 30m, 1h, 7d (default 1h)")
+
+    pending = commands.add_parser("pending", help="inspect or replay the events waiting for delivery")
+    pending_commands = pending.add_subparsers(dest="action", required=True)
+    pending_commands.add_parser("stats", help="rows, bytes, oldest age, attempts histogram")
+    pending_commands.add_parser("replay", help="deliver every pending event now")
+
+    dead = commands.add_parser("dead-letter", help="inspect, requeue or purge events OpenSearch refused")
+    dead_commands = dead.add_subparsers(dest="action", required=True)
+    listing = dead_commands.add_parser("list", help="show dead letters, oldest first")
+    listing.add_argument("--reason", help="only those whose reason contains this text (any case)")
+    listing.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    requeue = dead_commands.add_parser("requeue", help="move dead letters back to pending, due now")
+    requeue.add_argument("--reason", help="only those whose reason contains this text (any case)")
+    purge = dead_commands.add_parser("purge", help="delete dead letters")
+    purge.add_argument("--older-than", type=_days, default=0.0, metavar="DAYS",
+                       help="only those that failed more than DAYS days ago (default: all)")
     args = parser.parse_args(argv)
 
     try:
         settings = load_settings()
-        require_jwt_secret(settings)
+        if args.command in ("serve", "token"):
+            require_jwt_secret(settings)
     except ConfigError as exc:
         print(f"event-collector: {exc}", file=sys.stderr)
         return 2
@@ -35,7 +53,28 @@ def main(argv: list[str] | None = None) -> int:
 
         print(mint_token(settings.jwt_secret, args.sub, args.ttl))
         return 0
-    return _serve(settings)
+    if args.command == "serve":
+        return _serve(settings)
+    return _tool(settings, args)
+
+
+def _tool(settings: Settings, args: argparse.Namespace) -> int:
+    from . import tools
+    from .exceptions import CollectorError
+
+    commands = {
+        ("pending", "stats"): lambda: tools.pending_stats(settings),
+        ("pending", "replay"): lambda: tools.pending_replay(settings),
+        ("dead-letter", "list"): lambda: tools.dead_letter_list(settings, args.reason, args.limit),
+        ("dead-letter", "requeue"): lambda: tools.dead_letter_requeue(settings, args.reason),
+        ("dead-letter", "purge"): lambda: tools.dead_letter_purge(settings, args.older_than),
+    }
+    try:
+        print(asyncio.run(commands[args.command, args.action]()))
+    except CollectorError as exc:
+        print(f"event-collector: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _serve(settings: Settings) -> int:
@@ -72,6 +111,22 @@ def _duration(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 1h, 7d)")
     return int(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}")
+    return days
 
 
 if __name__ == "__main__":

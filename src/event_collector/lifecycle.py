@@ -9,6 +9,7 @@ from . import metrics
 from .buffer import Buffer
 from .envelope import Envelope
 from .pending import open_store
+from .pending.janitor import Janitor
 from .pending.replayer import Replayer
 from .settings import Settings
 from .shipper.client import OpenSearchClient
@@ -35,6 +36,13 @@ class Collector:
         ]
         self.replayer = Replayer(self.store, self.buffer, settings.pending_replay_interval_seconds,
                                  settings.bulk_size)
+        self.janitor = Janitor(
+            self.store,
+            interval_seconds=settings.janitor_interval_seconds,
+            heartbeat_seconds=settings.pending_owner_timeout_seconds / 3,
+            pending_retention_days=settings.pending_retention_days,
+            dead_letter_retention_days=settings.dead_letter_retention_days,
+        )
         self.accepting = False
         self._shipper_tasks: list[asyncio.Task] = []
         self._background: list[asyncio.Task] = []
@@ -46,6 +54,8 @@ class Collector:
         self._background = [
             asyncio.create_task(self.template.install_in_background(), name="template"),
             asyncio.create_task(self.replayer.run(), name="replayer"),
+            asyncio.create_task(self.janitor.run(), name="janitor"),
+            asyncio.create_task(self.janitor.run_heartbeat(), name="heartbeat"),
         ]
         self.accepting = True
         log.info("collector started: %d shippers, buffer of %d, ack mode %s",
@@ -90,7 +100,7 @@ class Collector:
         left += self.buffer.drain()
         if left:
             await self.store.release([e for e in left if e.pending_id is not None])
-            await self.store.add([e for e in left if e.pending_id is None], leased=False)
+            await self.store.add([e for e in left if e.pending_id is None], leased=False, enforce_cap=False)
             log.info("stored %d events for delivery after restart", len(left))
         metrics.buffer_events.set(0)
         await self.client.close()

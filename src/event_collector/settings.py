@@ -39,7 +39,14 @@ class Settings:
     retry_backoff_base_seconds: float = 1.0
     retry_backoff_max_seconds: float = 600.0
     max_delivery_attempts: int = 20
-    ack_mode: str = "memory"
+    # A process that has not beaten for this long is taken for dead, and its leases are void.
+    pending_owner_timeout_seconds: float = 30.0
+    pending_retention_days: float = 7.0
+    dead_letter_retention_days: float = 30.0
+    pending_max_bytes: int = 1 << 30
+    janitor_interval_seconds: float = 300.0
+    ack_mode: str = "durable"
+    sqlite_synchronous: str = "NORMAL"
 
     @property
     def sqlite_path(self) -> str:
@@ -78,9 +85,12 @@ def _check(settings: Settings) -> None:
     for name in ("queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name.upper()} must be at least 1")
-    for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds"):
+    for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds",
+                 "pending_owner_timeout_seconds", "janitor_interval_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name.upper()} must be positive")
+    if settings.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
+        raise ConfigError(f"SQLITE_SYNCHRONOUS must be NORMAL or FULL, got {settings.sqlite_synchronous!r}")
     if settings.ack_mode not in ACK_MODES:
         raise ConfigError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, got {settings.ack_mode!r}")
     settings.sqlite_path  # noqa: B018 - validates the URL scheme early

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ..exceptions import ConfigError
 from ..settings import Settings
+from . import maintenance
 from .base import DeadLetter, Failure, PendingStatistics, PendingStore
 from .sqlite import SqliteStore
 
-__all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
+__all__ = ["maintenance", "DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
 
 
 def open_store(settings: Settings) -> SqliteStore:
@@ -16,8 +17,11 @@ def open_store(settings: Settings) -> SqliteStore:
         return SqliteStore(
             settings.sqlite_path,
             lease_seconds=settings.pending_lease_seconds,
+            owner_timeout_seconds=settings.pending_owner_timeout_seconds,
             max_attempts=settings.max_delivery_attempts,
             backoff_base_seconds=settings.retry_backoff_base_seconds,
             backoff_max_seconds=settings.retry_backoff_max_seconds,
+            max_bytes=settings.pending_max_bytes,
+            synchronous=settings.sqlite_synchronous.upper(),
         )
     raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sqlite3
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import msgspec
 
 from ..envelope import Envelope
-from ..exceptions import StoreError
-from .base import DeadLetter, Failure, PendingStatistics
+from ..exceptions import StoreError, StoreFull
+from .base import Failure, PendingStatistics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS pending (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     lease_until REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS pending_due ON pending (next_attempt_at);
@@ -48,6 +51,11 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     failed_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letter_failed_at ON dead_letter (failed_at);
+-- Every process using the store beats here; a lease whose owner stopped beating is void.
+CREATE TABLE IF NOT EXISTS owners (
+    id TEXT PRIMARY KEY,
+    heartbeat_at REAL NOT NULL
+);
 """
 
 _Operation = Callable[[sqlite3.Connection], Any]
@@ -59,13 +67,20 @@ class SqliteStore:
         path: str,
         *,
         lease_seconds: float = 300.0,
+        owner_timeout_seconds: float = 30.0,
         max_attempts: int = 20,
         backoff_base_seconds: float = 1.0,
         backoff_max_seconds: float = 600.0,
+        max_bytes: int = 1 << 30,
         synchronous: str = "NORMAL",
     ) -> None:
         self.path = path
+        self.owner = uuid.uuid4().hex
         self._lease_seconds = lease_seconds
+        self._owner_timeout_seconds = owner_timeout_seconds
+        self._max_bytes = max_bytes
+        # Bytes in use (pages minus free pages), refreshed after every transaction.
+        self.used_bytes = 0
         self._max_attempts = max_attempts
         self._backoff_base_seconds = backoff_base_seconds
         self._backoff_max_seconds = backoff_max_seconds
@@ -79,30 +94,92 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self._on_thread(self._connect)
+        await self.heartbeat()
 
     async def close(self) -> None:
         if self._committer is not None:
             await self._committer
+        await self._write(lambda c: c.execute("DELETE FROM owners WHERE id = ?", (self.owner,)))
         await self._on_thread(self._disconnect)
         self._executor.shutdown(wait=True)
 
     def _connect(self) -> None:
+        try:
+            self._connection = self._open_checked()
+        except sqlite3.DatabaseError as exc:
+            # A damaged file must not keep the collector down: keep it for inspection, start afresh.
+            aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+            log.error("pending store %s is unreadable (%s); moved it to %s and starting on a fresh one",
+                      self.path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+            try:
+                self._connection = self._open_checked()
+            except sqlite3.Error as again:
+                raise StoreError(f"cannot open pending store {self.path}: {again}") from again
+        self._refresh_used_bytes()
+
+    def _open_checked(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
+            (verdict,) = connection.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
             # auto_vacuum must be chosen before the first table exists; it lets a drained store shrink.
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
             connection.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except BaseException:
             connection.close()
-            raise StoreError(f"cannot open pending store {self.path}: {exc}") from exc
-        self._connection = connection
+            raise
+        return connection
 
     def _disconnect(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def _refresh_used_bytes(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        (pages,) = connection.execute("PRAGMA page_count").fetchone()
+        (free,) = connection.execute("PRAGMA freelist_count").fetchone()
+        (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+        self.used_bytes = (pages - free) * page_size
+
+    async def heartbeat(self) -> None:
+        """Tell other processes this one is alive, so its leases hold."""
+        now = time.time()
+        await self._write(lambda c: c.execute(
+            "INSERT INTO owners (id, heartbeat_at) VALUES (?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (self.owner, now)))
+
+    async def reclaim_space(self) -> int:
+        """Give free pages back to the file system once they are a sizeable part of the file.
+
+        Runs outside any transaction: incremental_vacuum only completes when stepped on its own
+        (executescript), and the checkpoint then truncates the write-ahead log. Returns pages freed.
+        """
+
+        def reclaim() -> int:
+            connection = self._connection
+            assert connection is not None
+            (pages,) = connection.execute("PRAGMA page_count").fetchone()
+            (free,) = connection.execute("PRAGMA freelist_count").fetchone()
+            if free < 256 or free * 4 < pages:
+                return 0
+            connection.executescript("PRAGMA incremental_vacuum;")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._refresh_used_bytes()
+            return free
+
+        return await self._on_thread(reclaim)
+
+    async def run(self, operation: _Operation) -> Any:
+        """Run `operation(connection)` in a transaction of its own group (for maintenance and tools)."""
+        return await self._write(operation)
 
     async def _on_thread(self, function: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
@@ -154,15 +231,19 @@ class SqliteStore:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+        self._refresh_used_bytes()
         return results
 
     # -- the PendingStore interface --------------------------------------------------------------
 
-    async def add(self, envelopes: list[Envelope], *, leased: bool) -> None:
+    async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
         if not envelopes:
             return
+        if enforce_cap and self.used_bytes >= self._max_bytes:
+            raise StoreFull(f"pending store is at its cap of {self._max_bytes} bytes")
         now = time.time()
         lease_until = now + self._lease_seconds if leased else 0.0
+        owner = self.owner if leased else None
 
         def insert(connection: sqlite3.Connection) -> list[int]:
             cursor = connection.cursor()
@@ -170,9 +251,9 @@ class SqliteStore:
             for envelope in envelopes:
                 cursor.execute(
                     "INSERT INTO pending (log_id, index_name, document, received_at, attempts,"
-                    " next_attempt_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " next_attempt_at, lease_until, lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (envelope.log_id, envelope.index, envelope.document, envelope.received_at,
-                     envelope.attempts, now, lease_until),
+                     envelope.attempts, now, lease_until, owner),
                 )
                 ids.append(cursor.lastrowid)
             return ids
@@ -215,7 +296,8 @@ class SqliteStore:
                     ids.append(cursor.lastrowid)
                 else:
                     connection.execute(
-                        "UPDATE pending SET attempts = ?, next_attempt_at = ?, lease_until = 0, last_error = ?"
+                        "UPDATE pending SET attempts = ?, next_attempt_at = ?, lease_until = 0, lease_owner = NULL,"
+                        " last_error = ?"
                         " WHERE id = ?",
                         (envelope.attempts, next_attempt_at, failure.reason, envelope.pending_id),
                     )
@@ -240,7 +322,8 @@ class SqliteStore:
     async def release(self, envelopes: list[Envelope]) -> None:
         ids = [(e.pending_id,) for e in envelopes if e.pending_id is not None]
         if ids:
-            await self._write(lambda c: c.executemany("UPDATE pending SET lease_until = 0 WHERE id = ?", ids))
+            await self._write(lambda c: c.executemany(
+                "UPDATE pending SET lease_until = 0, lease_owner = NULL WHERE id = ?", ids))
 
     async def claim_due(self, limit: int) -> list[Envelope]:
         if limit <= 0:
@@ -248,11 +331,14 @@ class SqliteStore:
         now = time.time()
 
         def claim(connection: sqlite3.Connection) -> list[Envelope]:
+            # Due rows that nobody holds: never leased, released, lease run out, or owner gone silent.
             rows = connection.execute(
-                "UPDATE pending SET lease_until = ? WHERE id IN (SELECT id FROM pending"
-                " WHERE next_attempt_at <= ? AND lease_until <= ? ORDER BY next_attempt_at LIMIT ?)"
+                "UPDATE pending SET lease_until = ?, lease_owner = ? WHERE id IN (SELECT id FROM pending"
+                " WHERE next_attempt_at <= ? AND (lease_until <= ? OR lease_owner IS NULL"
+                " OR lease_owner NOT IN (SELECT id FROM owners WHERE heartbeat_at > ?))"
+                " ORDER BY next_attempt_at LIMIT ?)"
                 " RETURNING id, log_id, index_name, document, received_at, attempts",
-                (now + self._lease_seconds, now, now, limit),
+                (now + self._lease_seconds, self.owner, now, now, now - self._owner_timeout_seconds, limit),
             ).fetchall()
             envelopes, unreadable = [], []
             for row in rows:
@@ -280,18 +366,6 @@ class SqliteStore:
             histogram = dict(connection.execute("SELECT attempts, count(*) FROM pending GROUP BY attempts"))
             (dead,) = connection.execute("SELECT count(*) FROM dead_letter").fetchone()
             return PendingStatistics(rows, size, oldest, histogram, dead)
-
-        return await self._on_thread(read)
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        def read() -> list[DeadLetter]:
-            assert self._connection is not None
-            rows = self._connection.execute(
-                "SELECT id, log_id, index_name, document, attempts, reason, failed_at FROM dead_letter"
-                " ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
-            return [DeadLetter(*row) for row in rows]
 
         return await self._on_thread(read)
 

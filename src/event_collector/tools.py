@@ -1,0 +1,89 @@
+"""The operator's commands on the pending store: they work on the same store while the server runs."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from .buffer import Buffer
+from .pending import SqliteStore, maintenance, open_store
+from .settings import Settings
+from .shipper.client import OpenSearchClient
+from .shipper.template import TemplateGuard
+from .shipper.worker import Shipper
+
+
+async def pending_stats(settings: Settings) -> str:
+    async with _store(settings) as store:
+        stats = await store.statistics()
+    age = "-" if stats.oldest_received_at is None else _duration(time.time() - stats.oldest_received_at)
+    lines = [
+        f"pending rows       {stats.rows}",
+        f"pending bytes      {stats.bytes}",
+        f"oldest pending     {age}",
+        f"dead-letter rows   {stats.dead_letter_rows}",
+        "attempts histogram " + (", ".join(f"{k}: {v}" for k, v in sorted(stats.attempts_histogram.items())) or "-"),
+    ]
+    return "\n".join(lines)
+
+
+async def pending_replay(settings: Settings) -> str:
+    """Deliver every pending row now, from this process, through the same shipper code as the server."""
+    async with _store(settings) as store:
+        made_due = await store.run(maintenance.make_all_due)
+        client = OpenSearchClient(settings.opensearch_url, settings.open_search_timeout_seconds)
+        await client.open()
+        try:
+            buffer = Buffer(settings.bulk_size, settings.bulk_size)
+            shipper = Shipper(buffer, client, store, TemplateGuard(client, settings.server_environment), 0)
+            shipped = 0
+            while batch := await store.claim_due(settings.bulk_size):
+                await shipper.ship(batch)
+                shipped += len(batch)
+        finally:
+            await client.close()
+        left = (await store.statistics()).rows
+    return f"{made_due} rows made due; {shipped} shipped now; {left} still pending"
+
+
+async def dead_letter_list(settings: Settings, reason: str | None, limit: int) -> str:
+    async with _store(settings) as store:
+        letters = await store.run(maintenance.list_dead_letters(reason, limit))
+    lines = [f"{'id':>8}  {'failed at (UTC)':19}  {'attempts':>8}  {'log_id':36}  reason"]
+    for letter in letters:
+        failed_at = datetime.fromtimestamp(letter.failed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{letter.id:>8}  {failed_at}  {letter.attempts:>8}  {letter.log_id!s:36}  {letter.reason}")
+    return "\n".join(lines)
+
+
+async def dead_letter_requeue(settings: Settings, reason: str | None) -> str:
+    async with _store(settings) as store:
+        moved = await store.run(maintenance.requeue_dead_letters(reason))
+    return f"{moved} dead letters moved back to pending; the replayer delivers them"
+
+
+async def dead_letter_purge(settings: Settings, older_than_days: float) -> str:
+    async with _store(settings) as store:
+        purged = await store.run(maintenance.purge_dead_letters(older_than_days))
+    return f"{purged} dead letters deleted"
+
+
+class _store:
+    """The configured store, opened for one command."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._store = open_store(settings)
+
+    async def __aenter__(self) -> SqliteStore:
+        await self._store.open()
+        return self._store
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._store.close()
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
