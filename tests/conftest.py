@@ -50,3 +50,14 @@ def own_opensearch(tmp_path_factory):
     node = DevNode(tmp_path_factory.mktemp("opensearch")).start()
     yield node
     node.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from support import REPORTS
+
+    if REPORTS:
+        terminalreporter.section("delivery under faults")
+        terminalreporter.write_line(f"{'test':58} {'sent':>7} {'2xx':>7} {'indexed':>7} {'lost':>5} {'dup':>5}")
+        for r in REPORTS:
+            terminalreporter.write_line(f"{r['test']:58} {r['sent']:>7} {r['answered_2xx']:>7} {r['indexed']:>7}"
+                                        f" {r['lost']:>5} {r['duplicated']:>5}")

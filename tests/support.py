@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -216,3 +217,71 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+class Load:
+    """Clients in threads sending new events until stopped; they keep going while the collector is down.
+
+    Remembers every log_id answered 2xx, and counts what was sent and how it was answered.
+    """
+
+    def __init__(self, collector: "CollectorProcess", clients: int = 4) -> None:
+        self.collector = collector
+        self.accepted: list[str] = []
+        self.sent = 0
+        self.statuses: dict[int | str, int] = {}
+        self.retry_after_missing = 0
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _client(self) -> None:
+        headers = self.collector.auth()
+        with httpx.Client(base_url=self.collector.url, timeout=10, headers=headers) as http:
+            while not self._stopping.is_set():
+                sent = event()
+                try:
+                    response = http.post("/events", json=sent)
+                    status: int | str = response.status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                with self._lock:
+                    self.sent += 1
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+                    if status == 200:
+                        self.accepted.append(sent["log_id"])
+                    elif status == 503 and "retry-after" not in response.headers:
+                        self.retry_after_missing += 1
+                if not isinstance(status, int):
+                    self._stopping.wait(0.05)  # the collector is down: do not spin
+
+    def count(self, status: int | str) -> int:
+        with self._lock:
+            return self.statuses.get(status, 0)
+
+
+def delivery_report(name: str, load_or_accepted, counts: dict[str, int], sent: int | None = None) -> dict:
+    """Sent, answered 2xx, indexed, lost and duplicated, for a fault test's closing line."""
+    accepted = set(load_or_accepted.accepted if isinstance(load_or_accepted, Load) else load_or_accepted)
+    sent = load_or_accepted.sent if isinstance(load_or_accepted, Load) else (sent or len(accepted))
+    report = {
+        "test": name, "sent": sent, "answered_2xx": len(accepted),
+        "indexed": sum(1 for log_id in counts if log_id in accepted),
+        "lost": len(accepted - set(counts)),
+        "duplicated": sum(n - 1 for n in counts.values()),
+    }
+    REPORTS.append(report)
+    return report
+
+
+REPORTS: list[dict] = []
