@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -285,3 +286,18 @@ def delivery_report(name: str, load_or_accepted, counts: dict[str, int], sent: i
 
 
 REPORTS: list[dict] = []
+
+
+async def send_all(url: str, token: str, events: list[dict], concurrency: int = 32) -> list[int]:
+    """POST each event from `concurrency` concurrent clients; returns the status codes."""
+    queue = list(reversed(events))
+    statuses: list[int] = []
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            while queue:
+                response = await http.post("/events", json=queue.pop())
+                statuses.append(response.status_code)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return statuses

@@ -2,16 +2,14 @@
 
 import asyncio
 import re
-import signal
 import subprocess
 import time
 import uuid
 
-import httpx
 import msgspec
 
 from event_collector.envelope import index_name
-from support import REPO, event, wait_until
+from support import REPO, event, send_all, wait_until
 
 
 def test_the_readme_curl_example_lands_with_the_contract_shape(collector, opensearch):
@@ -41,21 +39,6 @@ def test_the_readme_curl_example_lands_with_the_contract_shape(collector, opense
     assert mapping["event_info"]["properties"]["param"]["type"] == "flat_object"
     assert mapping["received_at"]["type"] == "date"
     assert mapping["log_id"]["type"] == "keyword"
-
-
-async def send_all(url: str, token: str, events: list[dict], concurrency: int = 32) -> list[int]:
-    """POST each event from `concurrency` concurrent clients; returns the status codes."""
-    queue = list(reversed(events))
-    statuses: list[int] = []
-
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-            while queue:
-                response = await http.post("/events", json=queue.pop())
-                statuses.append(response.status_code)
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return statuses
 
 
 def test_concurrent_clients_and_retries_index_every_event_exactly_once(collector, opensearch):
@@ -126,34 +109,3 @@ def test_an_event_opensearch_rejects_is_dead_lettered_without_holding_up_the_res
     assert all("mapper_parsing_exception" in reason for _, reason in dead)
     assert set(opensearch.log_id_counts(collector.environment)) == {e["log_id"] for e in good}
     wait_until(lambda: collector.pending_rows() == 0, timeout=30, message="no retries left")
-
-
-def test_sigterm_with_a_full_buffer_ships_everything(collector_factory, opensearch):
-    # Shippers only wait here (huge batch, hour-long interval), so the buffer fills and SIGTERM must drain it.
-    collector = collector_factory(QUEUE_CAPACITY=2000, BULK_SIZE=100_000, FLUSH_INTERVAL_SECONDS=3600)
-    events = [event() for _ in range(2000)]
-    statuses = asyncio.run(send_all(collector.url, collector.token(), events))
-    assert statuses == [200] * 2000
-    assert collector.pending_rows() == 0
-    assert opensearch.count(collector.environment) == 0
-
-    assert collector.stop(signal.SIGTERM) == 0
-    counts = opensearch.log_id_counts(collector.environment)
-    assert set(counts) == {e["log_id"] for e in events}
-    assert set(counts.values()) == {1}
-
-
-def test_sigterm_while_opensearch_is_unreachable_stores_the_buffer_for_the_next_start(
-        collector_factory, opensearch, tmp_path):
-    database = tmp_path / "shared.db"
-    unreachable = collector_factory(DATABASE=database, OPEN_SEARCH_DNS="http://127.0.0.1:9",
-                                    BULK_SIZE=100_000, FLUSH_INTERVAL_SECONDS=3600)
-    events = [event() for _ in range(500)]
-    assert {unreachable.post_event(e).json()["status"] for e in events} == {"created"}
-    assert unreachable.stop(signal.SIGTERM) == 0
-    assert unreachable.pending_rows() == 500
-
-    restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=unreachable.environment)
-    wait_until(lambda: opensearch.count(restarted.environment) == 500, timeout=60, message="500 replayed")
-    assert set(opensearch.log_id_counts(restarted.environment).values()) == {1}
-    wait_until(lambda: restarted.pending_rows() == 0, timeout=30, message="the pending table to empty")
