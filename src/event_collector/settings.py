@@ -33,6 +33,7 @@ class Settings:
     open_search_timeout_seconds: float = 30.0
     # Input limits.
     max_body_bytes: int = 1024 * 1024
+    batch_max_events: int = 1000
     body_read_timeout_seconds: float = 30.0
     # How long a replayed row stays claimed before another replayer may take it again.
     pending_lease_seconds: float = 300.0
@@ -82,7 +83,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
 
 
 def _check(settings: Settings) -> None:
-    for name in ("queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes"):
+    for name in ("queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes", "batch_max_events"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name.upper()} must be at least 1")
     for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds",

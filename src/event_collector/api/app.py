@@ -1,6 +1,6 @@
 """The HTTP API as a bare ASGI application: no framework on the hot path.
 
-Routes: GET /ping, POST /events, GET /metrics. The lifespan protocol starts and
+Routes: GET /ping, POST /events, POST /events/batch, GET /metrics. The lifespan protocol starts and
 stops the Collector, so whatever serves this app (uvicorn here) drives the pipeline's lifecycle.
 """
 
@@ -17,9 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import metrics
 from ..envelope import build_envelope
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
-from ..lifecycle import Collector
+from ..lifecycle import CREATED, Collector
 from ..settings import Settings
 from .auth import TokenVerifier
+from .batch import DecodedBatch, decode_batch, inflate
 from .validation import MAX_STRING_CHARS, decode_event
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,13 @@ class CollectorApp:
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        if path == "/events":
+        if path == "/events" or path == "/events/batch":
             if method != "POST":
                 await _respond(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
             elif not self.collector.accepting:
                 await _unavailable(send, "the collector is shutting down")
             else:
-                await self._events(scope, receive, send)
+                await self._ingest(scope, receive, send, batch=path == "/events/batch")
         elif path == "/ping":
             await _respond_raw(send, 200, b"pong", [(b"content-type", b"text/plain")])
         elif path == "/metrics" and method == "GET":
@@ -80,7 +81,7 @@ class CollectorApp:
         else:
             await _respond(send, 404, {"error": f"no route for {method} {path}"})
 
-    async def _events(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def _ingest(self, scope: dict[str, Any], receive: Receive, send: Send, batch: bool) -> None:
         headers = _headers(scope)
         try:
             user_id = self.verifier.user_id(headers.get(b"authorization"))
@@ -91,26 +92,50 @@ class CollectorApp:
         try:
             copied = _copied_headers(headers)
             body = await self._read_body(headers, receive)
-            event = decode_event(body)
+            if batch:
+                decoded = self._decode_batch(body, headers)
+                events, rejected = decoded.events, decoded.rejected
+            else:
+                events, rejected = [decode_event(body)], []
         except InvalidEvent as exc:
             metrics.events_received.labels("rejected").inc()
-            error = {"error": exc.message} if exc.field is None else {"error": exc.message, "field": exc.field}
-            await _respond(send, exc.status, error)
+            await _respond(send, exc.status, _error(exc.message, exc.field))
             return
         except TimeoutError:
             metrics.events_received.labels("rejected").inc()
             await _respond(send, 408, {"error": "request body not received in time"})
             return
-        envelope = build_envelope(self.settings.server_environment, event, user_id, copied, time.time())
+
+        received_at = time.time()
+        environment = self.settings.server_environment
+        envelopes = [build_envelope(environment, event, user_id, copied, received_at) for event in events]
         try:
-            status = await self.collector.accept([envelope])
+            status = await self.collector.accept(envelopes) if envelopes else CREATED
         except StoreError as exc:
-            metrics.events_received.labels("unavailable").inc()
-            log.error("could not keep an event: %s", exc)
-            await _unavailable(send, "the collector cannot store the event now")
+            metrics.events_received.labels("unavailable").inc(max(1, len(envelopes)))
+            log.error("could not keep %d events: %s", len(envelopes), exc)
+            await _unavailable(send, "the collector cannot store the events now")
             return
-        metrics.events_received.labels(status).inc()
-        await _respond(send, 200, {"status": status})
+        metrics.events_received.labels(status).inc(len(envelopes))
+        if rejected:
+            metrics.events_received.labels("rejected").inc(len(rejected))
+        if not batch:
+            await _respond(send, 200, {"status": status})
+            return
+        await _respond(send, 200, {
+            "status": status,
+            "accepted": len(envelopes),
+            "rejected": [{"index": position, **_error(reason, field)} for position, reason, field in rejected],
+        })
+
+    def _decode_batch(self, body: bytes, headers: dict[bytes, bytes]) -> DecodedBatch:
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding == b"gzip":
+            body = inflate(body, self.settings.max_body_bytes)
+        elif encoding != b"identity":
+            raise InvalidEvent(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}: use gzip")
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        return decode_batch(body, content_type == b"application/x-ndjson", self.settings.batch_max_events)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
@@ -129,6 +154,10 @@ class CollectorApp:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
+
+
+def _error(message: str, field: str | None) -> dict[str, str]:
+    return {"error": message} if field is None else {"error": message, "field": field}
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:

@@ -1,0 +1,66 @@
+"""Decoding a batch body: a JSON array or NDJSON, optionally gzip; each event validated on its own."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ..exceptions import BodyTooLarge, InvalidEvent
+from .validation import EventBody, decode_event
+
+_decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+@dataclass
+class DecodedBatch:
+    events: list[EventBody] = field(default_factory=list)
+    # (position in the batch, reason, field or None) of each event that was refused.
+    rejected: list[tuple[int, str, str | None]] = field(default_factory=list)
+
+
+def inflate(body: bytes, limit: int) -> bytes:
+    """Gunzip without ever holding more than `limit` bytes of output: a gzip bomb stops at the limit."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        output = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidEvent(f"body is not valid gzip: {exc}") from None
+    if len(output) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({limit} bytes) once decompressed")
+    if not inflater.eof:
+        raise InvalidEvent("body is not valid gzip: truncated")
+    return output
+
+
+def decode_batch(body: bytes, ndjson: bool, max_events: int) -> DecodedBatch:
+    items = _ndjson_items(body) if ndjson else _array_items(body)
+    if len(items) > max_events:
+        raise BodyTooLarge(f"batch has {len(items)} events, more than BATCH_MAX_EVENTS ({max_events})")
+    batch = DecodedBatch()
+    for position, item in enumerate(items):
+        try:
+            batch.events.append(decode_event(item))
+        except InvalidEvent as exc:
+            batch.rejected.append((position, exc.message, exc.field))
+    return batch
+
+
+def _array_items(body: bytes) -> list[bytes]:
+    if not body.strip():
+        raise InvalidEvent("request body is empty")
+    try:
+        return [bytes(raw) for raw in _decode_array(body)]
+    except msgspec.ValidationError:
+        raise InvalidEvent("a batch must be a JSON array of events, or NDJSON with Content-Type "
+                           "application/x-ndjson") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidEvent(f"body is not a valid JSON array: {exc}") from None
+
+
+def _ndjson_items(body: bytes) -> list[bytes]:
+    items = [line for line in body.split(b"\n") if line.strip()]
+    if not items:
+        raise InvalidEvent("request body is empty")
+    return items
