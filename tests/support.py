@@ -108,6 +108,7 @@ class CollectorProcess:
             "JWT_SECRET": TEST_SECRET,
             "SERVER_HOST": "127.0.0.1",
             "SERVER_PORT": str(self.port),
+            "SERVER_WORKERS": "1",
             "SERVER_ENVIRONMENT": self.environment,
             "OPEN_SEARCH_DNS": opensearch_url,
             "DATABASE_URL": f"sqlite://{self.database}",

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
+import tempfile
 
 from .exceptions import ConfigError
 from .settings import Settings, load_settings, require_jwt_secret
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -80,11 +83,13 @@ def _tool(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from .api.app import CollectorApp
+    from .metrics import MULTIPROCESS_DIR_VARIABLE
+    from .pending import open_store
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(
-        CollectorApp(settings),
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    # Create the schema (or move a damaged file aside) once, before any worker process opens the store.
+    asyncio.run(_open_and_close(open_store(settings)))
+    options = dict(
         host=settings.server_host,
         port=settings.server_port,
         loop="uvloop",
@@ -92,14 +97,41 @@ def _serve(settings: Settings) -> int:
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        log_config=_log_config(),
     )
-    server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal once its graceful shutdown is done; with this handler in place
     # the process then exits 0, telling a supervisor the stop was clean.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_after_graceful_stop)
-    server.run()
-    return 0 if server.started else 1
+    if settings.server_workers == 1:
+        from .api.app import CollectorApp
+
+        server = uvicorn.Server(uvicorn.Config(CollectorApp(settings), **options))
+        server.run()
+        return 0 if server.started else 1
+    with tempfile.TemporaryDirectory(prefix="event-collector-metrics-") as metrics_dir:
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
+        uvicorn.run("event_collector.api.app:create_app", factory=True, workers=settings.server_workers, **options)
+    return 0
+
+
+def _log_config() -> dict:
+    """uvicorn's logging plus the collector's own; uvicorn applies it in every worker process."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["collector"] = {"format": _LOG_FORMAT}
+    config["handlers"]["collector"] = {"class": "logging.StreamHandler", "formatter": "collector",
+                                       "stream": "ext://sys.stderr"}
+    config["loggers"]["event_collector"] = {"handlers": ["collector"], "level": "INFO", "propagate": False}
+    return config
+
+
+async def _open_and_close(store) -> None:
+    await store.open()
+    await store.close()
 
 
 def _exit_after_graceful_stop(signum: int, frame: object) -> None:

@@ -1,10 +1,18 @@
-"""Every metric the collector exports, declared once, named `event_collector_<name>_<unit>_total`."""
+"""Every metric the collector exports, declared once, named `event_collector_<name>_<unit>_total`.
+
+With several worker processes, `serve` sets PROMETHEUS_MULTIPROC_DIR before they start: each process
+then writes its values to files there, and `exposition` adds up all processes' values.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry()
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 events_received = Counter(
     "event_collector_events_received_total",
@@ -30,4 +38,14 @@ bulk_requests = Counter(
 bulk_duration = Histogram(
     "event_collector_bulk_request_duration_seconds", "Time of one _bulk request", registry=REGISTRY,
 )
-buffer_events = Gauge("event_collector_buffer_events", "Events waiting in the in-memory buffer", registry=REGISTRY)
+buffer_events = Gauge("event_collector_buffer_events", "Events waiting in the in-memory buffer", registry=REGISTRY,
+                      multiprocess_mode="livesum")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page and its content type, over every worker process when there are several."""
+    if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

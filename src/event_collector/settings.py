@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -20,6 +20,8 @@ class Settings:
     open_search_dns: str = "http://localhost:9200"
     server_host: str = "0.0.0.0"
     server_port: int = 3000
+    # Worker processes, each running the whole pipeline over the one shared pending store.
+    server_workers: int = os.cpu_count() or 1
     jwt_secret: str = ""
     server_environment: str = "local"
     database_url: str = "sqlite://sqlite3.db"
@@ -59,6 +61,12 @@ class Settings:
     def opensearch_url(self) -> str:
         return self.open_search_dns.rstrip("/")
 
+    def for_one_worker(self) -> "Settings":
+        """One worker's share: QUEUE_CAPACITY and BULK_WORKERS are totals over all worker processes."""
+        workers = self.server_workers
+        return replace(self, queue_capacity=-(-self.queue_capacity // workers),
+                       bulk_workers=-(-self.bulk_workers // workers))
+
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
     """Build the settings from `environ` (default: the process environment) over an optional `.env`."""
@@ -83,7 +91,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
 
 
 def _check(settings: Settings) -> None:
-    for name in ("queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes", "batch_max_events"):
+    for name in ("server_workers", "queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes",
+                 "batch_max_events"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name.upper()} must be at least 1")
     for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds",

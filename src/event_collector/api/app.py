@@ -12,7 +12,6 @@ import time
 from typing import Any, Awaitable, Callable
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
 from ..envelope import build_envelope
@@ -76,8 +75,8 @@ class CollectorApp:
         elif path == "/ping":
             await _respond_raw(send, 200, b"pong", [(b"content-type", b"text/plain")])
         elif path == "/metrics" and method == "GET":
-            await _respond_raw(send, 200, generate_latest(metrics.REGISTRY),
-                               [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+            page, content_type = metrics.exposition()
+            await _respond_raw(send, 200, page, [(b"content-type", content_type.encode())])
         else:
             await _respond(send, 404, {"error": f"no route for {method} {path}"})
 
@@ -190,3 +189,11 @@ async def _respond_raw(send: Send, status: int, body: bytes, headers: list[tuple
 
 async def _unavailable(send: Send, reason: str) -> None:
     await _respond(send, 503, {"error": reason}, [(b"retry-after", _RETRY_AFTER_SECONDS)])
+
+
+def create_app() -> CollectorApp:
+    """The app of one worker process (uvicorn's factory): settings from the environment, its share of the
+    buffer and shippers."""
+    from ..settings import load_settings
+
+    return CollectorApp(load_settings().for_one_worker())
