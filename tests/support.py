@@ -60,8 +60,10 @@ class OpenSearch:
 
     def count(self, environment: str) -> int:
         self.refresh(environment)
-        response = self.http.get(f"/{self.pattern(environment)}/_count",
-                                 params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+        # A 503 comes while a just-created index has no active shard yet: ask again.
+        response = wait_until(lambda: _not_503(self.http.get(
+            f"/{self.pattern(environment)}/_count", params={"ignore_unavailable": "true", "allow_no_indices": "true"})),
+            timeout=30, message="the index's shards to become active")
         response.raise_for_status()
         return response.json()["count"]
 
@@ -93,6 +95,10 @@ class OpenSearch:
                                   params={"ignore_unavailable": "true", "allow_no_indices": "true"})
         response.raise_for_status()
         return response.json()["hits"]["hits"]
+
+
+def _not_503(response: httpx.Response) -> httpx.Response | None:
+    return None if response.status_code == 503 else response
 
 
 class CollectorProcess:

@@ -1,0 +1,49 @@
+"""The benchmark's figures against their limits, as one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def draw(result: dict, path: Path) -> None:
+    figures = result["figures"]
+
+    def bar(name: str, measure: str) -> tuple[str, float, float, float]:
+        value = figures[name][measure]
+        return name, value["median"], value["min"], value["max"]
+
+    panels = [
+        ("HTTP requests/s (one worker) vs the server's ceiling",
+         [bar("limit_http", "requests_per_second")] + [bar(f"single[{m}]", "accepted_per_second")
+                                                       for m in ("memory", "durable")]
+         + [bar(f"single_all_cores[{m}]", "accepted_per_second") for m in ("memory", "durable")]),
+        ("events/s into OpenSearch vs the storage ceiling",
+         [bar("limit_opensearch", "events_per_second")] + [bar(f"end_to_end[{m}]", "events_per_second")
+                                                           for m in ("memory", "durable")]),
+        ("accepted events/s: batch of 100 vs single",
+         [bar(f"batch[{m}]", "events_per_second") for m in ("memory", "durable")]
+         + [bar(f"single[{m}]", "accepted_per_second") for m in ("memory", "durable")]),
+        ("RSS (MB) holding a full 100,000-event buffer (target 200)",
+         [bar(f"rss_full_buffer[{m}]", "rss_mb") for m in ("memory", "durable")]),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)))
+    for axis, (title, bars) in zip(axes, panels):
+        names = [b[0] for b in bars]
+        medians = [b[1] for b in bars]
+        errors = [[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]]
+        colours = ["#888888" if name.startswith("limit") else "#2a6fdb" for name in names]
+        axis.barh(names, medians, xerr=errors, color=colours, capsize=4)
+        axis.set_title(title, fontsize=10)
+        axis.invert_yaxis()
+        for y, value in enumerate(medians):
+            axis.text(value, y, f" {value:,.0f}", va="center", fontsize=8)
+    fig.suptitle(f"event-collector bench, {result['machine']['cpus']} CPUs, {result['date']}"
+                 " (median, whiskers min-max)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

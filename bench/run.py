@@ -1,0 +1,452 @@
+"""`make bench`: the collector measured against limits measured in the same run, on the same machine.
+
+Figures (each measured BENCH_REPEATS times, interleaved, reported as median with min and max):
+  limit_http        the same server with a handler that only answers 200: the HTTP ceiling
+  single            POST /events, one event per request, one worker, 64 connections (wrk)
+  single_all_cores  the same on SERVER_WORKERS = CPU count
+  latency           p50/p99 at a fixed rate of half of `single` (oha paces its requests)
+  batch             POST /events/batch, 100 events per request (wrk)
+  end_to_end        BENCH_E2E_EVENTS pushed as fast as taken: first accept to last document searchable
+  limit_opensearch  the same documents bulk-indexed straight into OpenSearch by a tight client
+  rss_full_buffer   the collector's RSS holding a full 100,000-event buffer
+Collector figures are taken in both ack modes. Results: a table on stdout, bench/results/latest.json,
+and bench/results/latest.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+SECRET = "bench-secret-" + "b" * 40
+OPENSEARCH = os.environ.get("OPEN_SEARCH_DNS", "http://127.0.0.1:9200").rstrip("/")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "500000"))
+CONNECTIONS = 64
+MODES = ("memory", "durable")
+
+sys.path.insert(0, str(REPO / "src"))
+from event_collector.api.auth import mint_token  # noqa: E402
+from event_collector.api.validation import decode_event  # noqa: E402
+from event_collector.envelope import build_envelope  # noqa: E402
+from event_collector.shipper.template import index_template  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Server:
+    """A collector (or the limit app) in its own process group, with its CPU time and memory readable."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int, workdir: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(workdir / f"server-{port}.log", "wb")
+        self.process = subprocess.Popen(command, env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        wait_for(self.url)
+
+    def pids(self) -> list[int]:
+        found = [self.process.pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                        found.append(int(entry.name))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return found
+
+    def cpu_seconds(self) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+            except OSError:
+                pass
+        return total
+
+    def memory_mb(self, field: str) -> float:
+        """Sum over the server's processes of a /proc status field (VmRSS now, VmHWM peak)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+                total += int(match.group(1)) if match else 0
+            except OSError:
+                pass
+        return total / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.token = mint_token(SECRET, "bench-user", 24 * 3600)
+        self.samples: dict[str, list[dict[str, float]]] = {}
+
+    def record(self, figure: str, **values: float) -> None:
+        self.samples.setdefault(figure, []).append(values)
+        shown = ", ".join(f"{k}={v:,.1f}" for k, v in values.items())
+        print(f"  {figure}: {shown}", flush=True)
+
+    def collector(self, mode: str, workers: int = 1, **extra: Any) -> Server:
+        port = free_port()
+        environment = "bench" + uuid.uuid4().hex[:10]
+        env = {**os.environ, "JWT_SECRET": SECRET, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port),
+               "SERVER_WORKERS": str(workers), "ACK_MODE": mode, "OPEN_SEARCH_DNS": OPENSEARCH,
+               "SERVER_ENVIRONMENT": environment,
+               "DATABASE_URL": f"sqlite://{self.workdir / (environment + '.db')}",
+               **{k: str(v) for k, v in extra.items()}}
+        server = Server([PYTHON, "-m", "event_collector.cli", "serve"], env, port, self.workdir)
+        server.environment = environment  # type: ignore[attr-defined]
+        return server
+
+    def limit_server(self) -> Server:
+        port = free_port()
+        command = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "limit_app:app", "--host", "127.0.0.1",
+                   "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                   "--log-level", "warning"]
+        return Server(command, dict(os.environ), port, self.workdir)
+
+    # -- load tools --------------------------------------------------------------------------------
+
+    def wrk(self, url: str, batch: int = 1) -> dict[str, float]:
+        env = {**os.environ, "BENCH_TOKEN": self.token, "BENCH_BATCH": str(batch)}
+        output = subprocess.run(
+            ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(BENCH / "wrk" / "events.lua"),
+             url], env=env, capture_output=True, text=True, check=True).stdout
+        requests = float(re.search(r"(\d+) requests in", output).group(1))
+        duration = float(re.search(r"requests in ([\d.]+)s", output).group(1))
+        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+        failed = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
+        return {"requests_per_second": requests / duration, "accepted_per_second": (requests - failed) / duration,
+                "errors": failed}
+
+    def oha(self, url: str, rate: float) -> dict[str, float]:
+        body = msgspec.json.encode({"log_id": "latency-probe", "page": "/home", "event": "click",
+                                    "param": {"price": 1200}})
+        output = subprocess.run(
+            [oha_binary(), "-z", f"{SECONDS}s", "-q", str(int(rate)), "-c", str(CONNECTIONS), "--no-tui",
+             "--output-format", "json", "--latency-correction", "-m", "POST", "-H",
+             f"Authorization: Bearer {self.token}", "-d", body.decode(), url + "/events"],
+            capture_output=True, text=True, check=True).stdout
+        result = json.loads(output)
+        percentiles = result["latencyPercentiles"]
+        return {"rate": rate, "p50_ms": percentiles["p50"] * 1000, "p99_ms": percentiles["p99"] * 1000,
+                "success_rate": result["summary"]["successRate"]}
+
+    # -- figures -----------------------------------------------------------------------------------
+
+    def limit_http(self) -> None:
+        server = self.limit_server()
+        try:
+            self.record("limit_http", **self.wrk(server.url))
+        finally:
+            server.stop()
+
+    def single(self, mode: str, workers: int = 1) -> float:
+        server = self.collector(mode, workers)
+        try:
+            cpu = server.cpu_seconds()
+            result = self.wrk(server.url)
+            cpu = server.cpu_seconds() - cpu
+            name = "single" if workers == 1 else "single_all_cores"
+            self.record(f"{name}[{mode}]", **result,
+                        cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
+                        peak_rss_mb=server.memory_mb("VmHWM"))
+            return result["accepted_per_second"]
+        finally:
+            server.stop()
+
+    def latency(self, mode: str, rate: float) -> None:
+        server = self.collector(mode)
+        try:
+            self.record(f"latency[{mode}]", **self.oha(server.url, rate))
+        finally:
+            server.stop()
+
+    def batch(self, mode: str) -> None:
+        server = self.collector(mode, workers=os.cpu_count() or 1)
+        try:
+            cpu = server.cpu_seconds()
+            result = self.wrk(server.url, batch=100)
+            cpu = server.cpu_seconds() - cpu
+            events = result["accepted_per_second"] * 100
+            self.record(f"batch[{mode}]", events_per_second=events, errors=result["errors"],
+                        cpu_seconds_per_10k=cpu / max(1, events * SECONDS) * 10_000,
+                        peak_rss_mb=server.memory_mb("VmHWM"))
+        finally:
+            server.stop()
+
+    def end_to_end(self, mode: str) -> None:
+        server = self.collector(mode, workers=os.cpu_count() or 1)
+        try:
+            cpu = server.cpu_seconds()
+            first_accept, _ = asyncio.run(push_batches(server.url, self.token, E2E_EVENTS))
+            last_searchable = wait_until_searchable(server.environment, E2E_EVENTS)  # type: ignore[attr-defined]
+            cpu = server.cpu_seconds() - cpu
+            delete_indices(server.environment)  # type: ignore[attr-defined]
+            self.record(f"end_to_end[{mode}]", events_per_second=E2E_EVENTS / (last_searchable - first_accept),
+                        cpu_seconds_per_10k=cpu / E2E_EVENTS * 10_000, peak_rss_mb=server.memory_mb("VmHWM"))
+        finally:
+            server.stop()
+
+    def limit_opensearch(self) -> None:
+        environment = "benchlimit" + uuid.uuid4().hex[:8]
+        best = asyncio.run(direct_bulk(environment, E2E_EVENTS))
+        self.record("limit_opensearch", **best)
+
+    def rss_full_buffer(self, mode: str) -> None:
+        # OpenSearch unreachable and batches larger than the buffer: the 100,000 events stay in memory.
+        server = self.collector(mode, workers=1, OPEN_SEARCH_DNS="http://127.0.0.1:9", QUEUE_CAPACITY=100_000,
+                                BULK_SIZE=1_000_000, FLUSH_INTERVAL_SECONDS=3600)
+        try:
+            _, statuses = asyncio.run(push_batches(server.url, self.token, 100_000))
+            self.record(f"rss_full_buffer[{mode}]", rss_mb=server.memory_mb("VmRSS"),
+                        created_batches=statuses.get("created", 0))
+        finally:
+            server.stop()
+
+
+async def push_batches(url: str, token: str, total: int, per_request: int = 100,
+                       concurrency: int = 8) -> tuple[float, dict[str, int]]:
+    """Send `total` events in batches; returns the time of the first accept and the answers' statuses."""
+    prefix = uuid.uuid4().hex[:12]
+    bodies = []
+    for start in range(0, total, per_request):
+        bodies.append(msgspec.json.encode([
+            {"log_id": f"{prefix}-{n}", "page": "/home", "event": "click", "label": "buy", "target": "#cta",
+             "section": "hero", "param": {"price": 1200, "currency": "KRW", "items": ["a", "b"]}}
+            for n in range(start, min(total, start + per_request))]))
+    bodies.reverse()
+    first_accept: list[float] = []
+    statuses: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while bodies:
+            body = bodies.pop()
+            while True:
+                async with session.post(url + "/events/batch", data=body, headers=headers) as response:
+                    answer = await response.read()
+                    if response.status == 200:
+                        break
+                await asyncio.sleep(0.05)  # 503: the collector asked us to come back
+            if not first_accept:
+                first_accept.append(time.time())
+            status = msgspec.json.decode(answer)["status"]
+            statuses[status] = statuses.get(status, 0) + 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    return first_accept[0], statuses
+
+
+def wait_until_searchable(environment: str, expected: int, timeout: float = 1800) -> float:
+    """Poll the count without forcing a refresh: a document counts once OpenSearch made it searchable."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        response = httpx.get(f"{OPENSEARCH}/events_{environment}_*/_count", params={"allow_no_indices": "true"})
+        if response.status_code == 200 and response.json()["count"] >= expected:
+            return time.time()
+        time.sleep(0.2)
+    raise RuntimeError(f"only part of {expected} documents became searchable")
+
+
+def delete_indices(environment: str) -> None:
+    import httpx
+
+    httpx.delete(f"{OPENSEARCH}/events_{environment}_*", timeout=120)
+    httpx.delete(f"{OPENSEARCH}/_index_template/events_{environment}", timeout=120)
+
+
+async def direct_bulk(environment: str, total: int) -> dict[str, float]:
+    """Index `total` collector-shaped documents straight into OpenSearch; probe batch size and concurrency
+    on a tenth of them first, then run the best on all."""
+    event = decode_event(b'{"log_id":"x","page":"/home","event":"click","label":"buy","target":"#cta",'
+                         b'"section":"hero","param":{"price":1200,"currency":"KRW","items":["a","b"]}}')
+    headers = {"device-uuid": "bench-device", "app-version": "1.0.0", "os-version": "bench-os", "user-agent": None}
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{OPENSEARCH}/_index_template/events_{environment}",
+                               data=msgspec.json.encode(index_template(environment)),
+                               headers={"Content-Type": "application/json"}) as response:
+            response.raise_for_status()
+
+        async def run(run_id: str, count: int, batch: int, concurrency: int) -> float:
+            lines = []
+            for n in range(count):
+                event.log_id = f"{run_id}-{n}"
+                envelope = build_envelope(environment, event, "bench-user", headers, time.time())
+                lines.append(b'{"create":{"_index":"%s","_id":"%s"}}\n%s\n' % (
+                    envelope.index.encode(), envelope.log_id.encode(), envelope.document))
+            bodies = [b"".join(lines[i:i + batch]) for i in range(0, count, batch)]
+            bodies.reverse()
+            started = time.time()
+
+            async def worker() -> None:
+                while bodies:
+                    body = bodies.pop()
+                    async with session.post(f"{OPENSEARCH}/_bulk", data=body,
+                                            headers={"Content-Type": "application/x-ndjson"}) as response:
+                        await response.read()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return started
+
+        trials = {}
+        for batch in (1000, 5000):
+            for concurrency in (2, 4, 8):
+                run_id = uuid.uuid4().hex[:8]
+                started = await run(run_id, total // 10, batch, concurrency)
+                trials[batch, concurrency] = (total // 10) / (time.time() - started)
+        batch, concurrency = max(trials, key=trials.get)
+        run_id = uuid.uuid4().hex[:8]
+        started = await run(run_id, total, batch, concurrency)
+        # The probes' documents are in the same indices, under other ids.
+        probes = (total // 10) * len(trials)
+        finished = wait_until_searchable(environment, total + probes)
+        delete_indices(environment)
+        return {"events_per_second": total / (finished - started), "batch_size": batch, "concurrency": concurrency}
+
+
+def oha_binary() -> str:
+    found = shutil.which("oha") or str(Path.home() / ".cargo" / "bin" / "oha")
+    if not Path(found).exists():
+        raise RuntimeError("oha is not installed: run scripts/bench, which installs it with cargo")
+    return found
+
+
+def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    summary = {}
+    for key in samples[0]:
+        values = [sample[key] for sample in samples]
+        summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return summary
+
+
+def main() -> int:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="event-collector-bench-"))
+    bench = Bench(workdir)
+    try:
+        for repeat in range(REPEATS):
+            print(f"round {repeat + 1} of {REPEATS}", flush=True)
+            bench.limit_http()
+            for mode in MODES:
+                single = bench.single(mode)
+                bench.single(mode, workers=os.cpu_count() or 1)
+                bench.latency(mode, rate=single / 2)
+                bench.batch(mode)
+                bench.end_to_end(mode)
+                bench.rss_full_buffer(mode)
+            bench.limit_opensearch()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    figures = {name: summarise(samples) for name, samples in bench.samples.items()}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "settings": {"seconds": SECONDS, "repeats": REPEATS, "end_to_end_events": E2E_EVENTS,
+                     "connections": CONNECTIONS},
+        "figures": figures,
+        "targets": targets(figures),
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2))
+    print(table(result))
+    from chart import draw
+
+    draw(result, RESULTS / "latest.png")
+    print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.png'}")
+    return 0
+
+
+def median(figures: dict, figure: str, key: str) -> float:
+    return figures[figure][key]["median"]
+
+
+def targets(figures: dict) -> list[dict[str, Any]]:
+    http = median(figures, "limit_http", "requests_per_second")
+    storage = median(figures, "limit_opensearch", "events_per_second")
+    checks = []
+    for mode in MODES:
+        single = median(figures, f"single[{mode}]", "accepted_per_second")
+        checks += [
+            {"target": f"single[{mode}] >= 75% of limit_http", "ratio": single / http, "goal": 0.75},
+            {"target": f"batch[{mode}] >= 10x single", "goal": 10.0,
+             "ratio": median(figures, f"batch[{mode}]", "events_per_second") / single},
+            {"target": f"end_to_end[{mode}] >= 90% of limit_opensearch", "goal": 0.9,
+             "ratio": median(figures, f"end_to_end[{mode}]", "events_per_second") / storage},
+            {"target": f"rss_full_buffer[{mode}] <= 200 MB", "goal": 200.0,
+             "ratio": median(figures, f"rss_full_buffer[{mode}]", "rss_mb"), "at_most": True},
+        ]
+    for check in checks:
+        check["met"] = check["ratio"] <= check["goal"] if check.pop("at_most", False) else check["ratio"] >= check["goal"]
+    return checks
+
+
+def table(result: dict) -> str:
+    lines = [f"{'figure':30} {'measure':22} {'median':>12} {'min':>12} {'max':>12}"]
+    for figure, measures in result["figures"].items():
+        for measure, value in measures.items():
+            lines.append(f"{figure:30} {measure:22} {value['median']:>12,.1f} {value['min']:>12,.1f}"
+                         f" {value['max']:>12,.1f}")
+    lines.append("")
+    for check in result["targets"]:
+        lines.append(f"{'MET ' if check['met'] else 'MISS'} {check['target']:48} {check['ratio']:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
