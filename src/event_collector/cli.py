@@ -96,6 +96,8 @@ def _serve(settings: Settings) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         log_config=_log_config(),
     )

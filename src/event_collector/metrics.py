@@ -19,6 +19,11 @@ events_received = Counter(
     "Events answered, by outcome: created (buffered), pending (stored), rejected (4xx), unavailable (503)",
     ["outcome"], registry=REGISTRY,
 )
+# Bound once: looking a label up on every request costs more than the increment.
+received_created = events_received.labels("created")
+received_pending = events_received.labels("pending")
+received_rejected = events_received.labels("rejected")
+received_unavailable = events_received.labels("unavailable")
 events_delivered = Counter(
     "event_collector_events_delivered_total", "Events OpenSearch confirmed (2xx or 409)", registry=REGISTRY,
 )

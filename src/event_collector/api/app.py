@@ -16,7 +16,7 @@ import msgspec
 from .. import metrics
 from ..envelope import build_envelope
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
-from ..lifecycle import CREATED, Collector
+from ..lifecycle import CREATED, PENDING, Collector
 from ..settings import Settings
 from .auth import TokenVerifier
 from .batch import DecodedBatch, decode_batch, inflate
@@ -32,6 +32,7 @@ COPIED_HEADERS = (b"device-uuid", b"app-version", b"os-version", b"user-agent")
 _JSON = [(b"content-type", b"application/json")]
 _encode = msgspec.json.encode
 _RETRY_AFTER_SECONDS = b"5"
+_STATUS_ANSWERS = {CREATED: _encode({"status": CREATED}), PENDING: _encode({"status": PENDING})}
 
 
 class CollectorApp:
@@ -85,7 +86,7 @@ class CollectorApp:
         try:
             user_id = self.verifier.user_id(headers.get(b"authorization"))
         except AuthError as exc:
-            metrics.events_received.labels("rejected").inc()
+            metrics.received_rejected.inc()
             await _respond(send, 401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
             return
         try:
@@ -97,11 +98,11 @@ class CollectorApp:
             else:
                 events, rejected = [decode_event(body)], []
         except InvalidEvent as exc:
-            metrics.events_received.labels("rejected").inc()
+            metrics.received_rejected.inc()
             await _respond(send, exc.status, _error(exc.message, exc.field))
             return
         except TimeoutError:
-            metrics.events_received.labels("rejected").inc()
+            metrics.received_rejected.inc()
             await _respond(send, 408, {"error": "request body not received in time"})
             return
 
@@ -111,15 +112,15 @@ class CollectorApp:
         try:
             status = await self.collector.accept(envelopes) if envelopes else CREATED
         except StoreError as exc:
-            metrics.events_received.labels("unavailable").inc(max(1, len(envelopes)))
+            metrics.received_unavailable.inc(max(1, len(envelopes)))
             log.error("could not keep %d events: %s", len(envelopes), exc)
             await _unavailable(send, "the collector cannot store the events now")
             return
-        metrics.events_received.labels(status).inc(len(envelopes))
+        (metrics.received_created if status == CREATED else metrics.received_pending).inc(len(envelopes))
         if rejected:
-            metrics.events_received.labels("rejected").inc(len(rejected))
+            metrics.received_rejected.inc(len(rejected))
         if not batch:
-            await _respond(send, 200, {"status": status})
+            await _respond_raw(send, 200, _STATUS_ANSWERS[status], _JSON)
             return
         await _respond(send, 200, {
             "status": status,
@@ -183,6 +184,8 @@ async def _respond(send: Send, status: int, payload: Any, extra: list[tuple[byte
 
 
 async def _respond_raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    # A Content-Length spares the server chunked framing.
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
