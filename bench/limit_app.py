@@ -3,7 +3,7 @@ body and answers 200. `make bench` measures it under the same load as the collec
 
 from __future__ import annotations
 
-_HEADERS = [(b"content-type", b"application/json")]
+_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"20")]
 _BODY = b'{"status":"created"}'
 
 

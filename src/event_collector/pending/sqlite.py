@@ -226,7 +226,9 @@ class SqliteStore:
         assert connection is not None, "store is not open"
         connection.execute("BEGIN IMMEDIATE")
         try:
-            results = [operation(connection) for operation in operations]
+            results = _insert_together(connection, operations)
+            results = [result if isinstance(operation, _Insert) else operation(connection)
+                       for operation, result in zip(operations, results)]
         except BaseException:
             connection.execute("ROLLBACK")
             raise
@@ -245,20 +247,9 @@ class SqliteStore:
         lease_until = now + self._lease_seconds if leased else 0.0
         owner = self.owner if leased else None
 
-        def insert(connection: sqlite3.Connection) -> list[int]:
-            cursor = connection.cursor()
-            ids = []
-            for envelope in envelopes:
-                cursor.execute(
-                    "INSERT INTO pending (log_id, index_name, document, received_at, attempts,"
-                    " next_attempt_at, lease_until, lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (envelope.log_id, envelope.index, envelope.document, envelope.received_at,
-                     envelope.attempts, now, lease_until, owner),
-                )
-                ids.append(cursor.lastrowid)
-            return ids
-
-        ids = await self._write(insert)
+        rows = [(e.log_id, e.index, e.document, e.received_at, e.attempts, now, lease_until, owner)
+                for e in envelopes]
+        ids = await self._write(_Insert(rows))
         for envelope, row_id in zip(envelopes, ids):
             envelope.pending_id = row_id
 
@@ -368,6 +359,39 @@ class SqliteStore:
             return PendingStatistics(rows, size, oldest, histogram, dead)
 
         return await self._on_thread(read)
+
+
+class _Insert:
+    """New pending rows. The inserts of one group commit share a single executemany."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows = rows
+
+
+def _insert_together(connection: sqlite3.Connection, operations: list[Any]) -> list[range | None]:
+    """Insert the rows of every _Insert among `operations` at once; each gets the range of its ids."""
+    inserts = [operation for operation in operations if isinstance(operation, _Insert)]
+    if not inserts:
+        return [None] * len(operations)
+    # Under BEGIN IMMEDIATE nobody else writes, and AUTOINCREMENT hands out ids in order, so the rows
+    # of one executemany get consecutive ids after the sequence's previous value.
+    (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'pending'").fetchone()
+    connection.executemany(
+        "INSERT INTO pending (log_id, index_name, document, received_at, attempts, next_attempt_at, lease_until,"
+        " lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [row for insert in inserts for row in insert.rows],
+    )
+    results: list[range | None] = []
+    next_id = last + 1
+    for operation in operations:
+        if isinstance(operation, _Insert):
+            results.append(range(next_id, next_id + len(operation.rows)))
+            next_id += len(operation.rows)
+        else:
+            results.append(None)
+    return results
 
 
 def _move_to_dead_letter(connection: sqlite3.Connection, failures: list[Failure], now: float) -> None:
