@@ -9,7 +9,9 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   end_to_end        BENCH_E2E_EVENTS pushed as fast as taken: first accept to last document searchable
   limit_opensearch  the same documents bulk-indexed straight into OpenSearch by a tight client
   rss_full_buffer   the collector's RSS holding a full 100,000-event buffer
-Collector figures are taken in both ack modes. Results: a table on stdout, bench/results/latest.json,
+Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
+pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides of each ratio get one
+core of their own; the other figures use the whole machine. Results: a table on stdout, bench/results/latest.json,
 and bench/results/latest.png.
 """
 
@@ -45,6 +47,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "500000"))
 CONNECTIONS = 64
+SERVER_CPU, LOAD_CPU = "0", "1"
 MODES = ("memory", "durable")
 
 sys.path.insert(0, str(REPO / "src"))
@@ -74,7 +77,10 @@ def wait_for(url: str, timeout: float = 60) -> None:
 class Server:
     """A collector (or the limit app) in its own process group, with its CPU time and memory readable."""
 
-    def __init__(self, command: list[str], env: dict[str, str], port: int, workdir: Path) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], port: int, workdir: Path,
+                 pinned: bool = False) -> None:
+        if pinned:
+            command = ["taskset", "-c", SERVER_CPU, *command]
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(workdir / f"server-{port}.log", "wb")
@@ -137,7 +143,7 @@ class Bench:
         shown = ", ".join(f"{k}={v:,.1f}" for k, v in values.items())
         print(f"  {figure}: {shown}", flush=True)
 
-    def collector(self, mode: str, workers: int = 1, **extra: Any) -> Server:
+    def collector(self, mode: str, workers: int = 1, pinned: bool = False, **extra: Any) -> Server:
         port = free_port()
         environment = "bench" + uuid.uuid4().hex[:10]
         env = {**os.environ, "JWT_SECRET": SECRET, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port),
@@ -145,7 +151,7 @@ class Bench:
                "SERVER_ENVIRONMENT": environment,
                "DATABASE_URL": f"sqlite://{self.workdir / (environment + '.db')}",
                **{k: str(v) for k, v in extra.items()}}
-        server = Server([PYTHON, "-m", "event_collector.cli", "serve"], env, port, self.workdir)
+        server = Server([PYTHON, "-m", "event_collector.cli", "serve"], env, port, self.workdir, pinned)
         server.environment = environment  # type: ignore[attr-defined]
         return server
 
@@ -154,14 +160,15 @@ class Bench:
         command = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "limit_app:app", "--host", "127.0.0.1",
                    "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                    "--log-level", "warning"]
-        return Server(command, dict(os.environ), port, self.workdir)
+        return Server(command, dict(os.environ), port, self.workdir, pinned=True)
 
     # -- load tools --------------------------------------------------------------------------------
 
-    def wrk(self, url: str, batch: int = 1) -> dict[str, float]:
+    def wrk(self, url: str, batch: int = 1, pinned: bool = False) -> dict[str, float]:
         env = {**os.environ, "BENCH_TOKEN": self.token, "BENCH_BATCH": str(batch)}
+        prefix = ["taskset", "-c", LOAD_CPU, "wrk", "-t1"] if pinned else ["wrk", "-t2"]
         output = subprocess.run(
-            ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(BENCH / "wrk" / "events.lua"),
+            [*prefix, f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(BENCH / "wrk" / "events.lua"),
              url], env=env, capture_output=True, text=True, check=True).stdout
         requests = float(re.search(r"(\d+) requests in", output).group(1))
         duration = float(re.search(r"requests in ([\d.]+)s", output).group(1))
@@ -175,7 +182,7 @@ class Bench:
         body = msgspec.json.encode({"log_id": "latency-probe", "page": "/home", "event": "click",
                                     "param": {"price": 1200}})
         output = subprocess.run(
-            [oha_binary(), "-z", f"{SECONDS}s", "-q", str(int(rate)), "-c", str(CONNECTIONS), "--no-tui",
+            ["taskset", "-c", LOAD_CPU, oha_binary(), "-z", f"{SECONDS}s", "-q", str(int(rate)), "-c", str(CONNECTIONS), "--no-tui",
              "--output-format", "json", "--latency-correction", "-m", "POST", "-H",
              f"Authorization: Bearer {self.token}", "-d", body.decode(), url + "/events"],
             capture_output=True, text=True, check=True).stdout
@@ -189,15 +196,21 @@ class Bench:
     def limit_http(self) -> None:
         server = self.limit_server()
         try:
-            self.record("limit_http", **self.wrk(server.url))
+            with opensearch_on_load_cpu():
+                self.record("limit_http", **self.wrk(server.url, pinned=True))
         finally:
             server.stop()
 
     def single(self, mode: str, workers: int = 1) -> float:
-        server = self.collector(mode, workers)
+        one_worker = workers == 1
+        server = self.collector(mode, workers, pinned=one_worker)
         try:
             cpu = server.cpu_seconds()
-            result = self.wrk(server.url)
+            if one_worker:
+                with opensearch_on_load_cpu():
+                    result = self.wrk(server.url, pinned=True)
+            else:
+                result = self.wrk(server.url)
             cpu = server.cpu_seconds() - cpu
             name = "single" if workers == 1 else "single_all_cores"
             self.record(f"{name}[{mode}]", **result,
@@ -208,9 +221,10 @@ class Bench:
             server.stop()
 
     def latency(self, mode: str, rate: float) -> None:
-        server = self.collector(mode)
+        server = self.collector(mode, pinned=True)
         try:
-            self.record(f"latency[{mode}]", **self.oha(server.url, rate))
+            with opensearch_on_load_cpu():
+                self.record(f"latency[{mode}]", **self.oha(server.url, rate))
         finally:
             server.stop()
 
@@ -358,6 +372,22 @@ async def direct_bulk(environment: str, total: int) -> dict[str, float]:
         finished = wait_until_searchable(environment, total + probes)
         delete_indices(environment)
         return {"events_per_second": total / (finished - started), "batch_size": batch, "concurrency": concurrency}
+
+
+class opensearch_on_load_cpu:
+    """Keep the dev OpenSearch node (when it is ours) off the server's CPU while a pinned figure runs."""
+
+    def __enter__(self) -> None:
+        found = subprocess.run([str(REPO / "scripts" / "opensearch-dev"), "pid"], capture_output=True, text=True,
+                               env={**os.environ, "OPEN_SEARCH_DNS": OPENSEARCH})
+        self.pid = found.stdout.strip() if found.returncode == 0 else ""
+        if self.pid:
+            subprocess.run(["taskset", "-a", "-cp", LOAD_CPU, self.pid], capture_output=True, check=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.pid:
+            subprocess.run(["taskset", "-a", "-cp", f"0-{(os.cpu_count() or 1) - 1}", self.pid],
+                           capture_output=True, check=True)
 
 
 def oha_binary() -> str:
