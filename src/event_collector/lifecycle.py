@@ -78,6 +78,7 @@ class Collector:
             await self.store.release(overflow)
         else:
             await self.store.add(overflow, leased=False)
+        self.replayer.overflowed()
         return PENDING
 
     async def stop(self) -> None:

@@ -19,6 +19,12 @@ class Replayer:
         self._buffer = buffer
         self._interval_seconds = interval_seconds
         self._chunk_size = chunk_size
+        self._overflowed = asyncio.Event()
+
+    def overflowed(self) -> None:
+        """Events went to the store because the buffer was full: replay them as soon as it has room,
+        rather than a whole interval later."""
+        self._overflowed.set()
 
     async def run(self) -> None:
         # Replay at once on start: rows a crashed process left behind should not wait a full interval.
@@ -27,7 +33,19 @@ class Replayer:
                 await self.replay_due()
             except StoreError as exc:
                 log.error("replay failed, will try again: %s", exc)
-            await asyncio.sleep(self._interval_seconds)
+            await self._next_round()
+
+    async def _next_round(self) -> None:
+        """Wait for the interval, or less once an overflow is waiting and half the buffer is free."""
+        deadline = asyncio.get_running_loop().time() + self._interval_seconds
+        try:
+            await asyncio.wait_for(self._overflowed.wait(), self._interval_seconds)
+        except TimeoutError:
+            return
+        self._overflowed.clear()
+        loop = asyncio.get_running_loop()
+        while self._buffer.free_space < self._buffer.capacity // 2 and loop.time() < deadline:
+            await asyncio.sleep(0.1)
 
     async def replay_due(self) -> int:
         """Claim due rows into the buffer until none are due or the buffer is full; returns the count."""
