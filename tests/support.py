@@ -308,3 +308,12 @@ async def send_all(url: str, token: str, events: list[dict], concurrency: int = 
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return statuses
+
+
+def metric(collector: "CollectorProcess", name: str) -> float:
+    """A counter's value from the collector's /metrics page (0 when it has not been touched yet)."""
+    import re
+
+    text = collector.http.get("/metrics").text
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0

@@ -30,7 +30,6 @@ class Buffer:
         self._batch_max_bytes = batch_max_bytes
         self._items: deque[Envelope] = deque()
         self._batch_ready = asyncio.Event()
-        self._space_freed = asyncio.Event()
         self._closed = False
         self._accepted_total = 0
         self._refused_total = 0
@@ -90,19 +89,7 @@ class Buffer:
             batch_bytes += size
         if len(items) < self._batch_size and not self._closed:
             self._batch_ready.clear()
-        if batch:
-            self._space_freed.set()
         return batch
-
-    async def wait_for_space(self, timeout_seconds: float) -> bool:
-        if self.free_space > 0:
-            return True
-        self._space_freed.clear()
-        try:
-            await asyncio.wait_for(self._space_freed.wait(), timeout_seconds)
-        except TimeoutError:
-            return False
-        return True
 
     def close(self) -> None:
         """Refuse new events and wake every waiting shipper so it drains what is left."""

@@ -8,6 +8,7 @@ import logging
 from . import metrics
 from .buffer import Buffer
 from .envelope import Envelope
+from .exceptions import StoreError
 from .pending import open_store
 from .pending.janitor import Janitor
 from .pending.replayer import Replayer
@@ -55,6 +56,7 @@ class Collector:
             asyncio.create_task(self.template.install_in_background(), name="template"),
             asyncio.create_task(self.replayer.run(), name="replayer"),
             asyncio.create_task(self.janitor.run(), name="janitor"),
+            # Last, so that stop() can keep it beating while the buffer drains.
             asyncio.create_task(self.janitor.run_heartbeat(), name="heartbeat"),
         ]
         self.accepting = True
@@ -65,44 +67,68 @@ class Collector:
         """Take events answered 2xx; "created" when all are buffered, "pending" when any was stored.
 
         In durable mode every event is committed to the pending store first (leased, so the replayer
-        leaves it alone while it is in memory). Raises StoreError when an event cannot be kept.
+        leaves it alone while it is in memory). Raises StoreError, before keeping any of them, when the
+        events cannot all be kept.
         """
-        durable = self.settings.ack_mode == "durable"
-        if durable:
+        if self.settings.ack_mode == "durable":
             await self.store.add(envelopes, leased=True)
-        taken = self.buffer.offer_many(envelopes)
+            taken = self.buffer.offer_many(envelopes)
+            if taken < len(envelopes):
+                await self._release_overflow(envelopes[taken:])
+        else:
+            if len(envelopes) > self.buffer.free_space:
+                # Refuse the whole request up front rather than buffer part of it and then fail.
+                self.store.check_room()
+            taken = self.buffer.offer_many(envelopes)
+            if taken < len(envelopes):
+                await self.store.add(envelopes[taken:], leased=False, enforce_cap=False)
         if taken == len(envelopes):
             return CREATED
-        overflow = envelopes[taken:]
-        if durable:
-            await self.store.release(overflow)
-        else:
-            await self.store.add(overflow, leased=False)
         self.replayer.overflowed()
         return PENDING
+
+    async def _release_overflow(self, overflow: list[Envelope]) -> None:
+        try:
+            await self.store.release(overflow)
+        except StoreError as exc:
+            # Already committed: they are replayed once their lease runs out. The answer stays 2xx.
+            log.warning("could not release %d stored events; they wait for their lease: %s", len(overflow), exc)
 
     async def stop(self) -> None:
         """Stop accepting, ship what the buffer holds within the grace period, store the rest."""
         self.accepting = False
         self.buffer.close()
-        for task in self._background:
+        # The heartbeat goes on until the end: while this process drains, its leases must hold.
+        heartbeat, others = self._background[-1], self._background[:-1]
+        for task in others:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
+        try:
+            await self._drain()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            metrics.buffer_events.set(0)
+            await self.client.close()
+            await self.store.close()
 
+    async def _drain(self) -> None:
         grace = self.settings.shutdown_grace_seconds
-        _, unfinished = await asyncio.wait(self._shipper_tasks, timeout=grace) if self._shipper_tasks else ((), ())
-        left: list[Envelope] = []
+        unfinished: set[asyncio.Task] = set()
+        if self._shipper_tasks:
+            _, unfinished = await asyncio.wait(self._shipper_tasks, timeout=grace)
         if unfinished:
             log.warning("grace period of %.0f s over: storing what is not shipped yet", grace)
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-            left = [e for s in self.shippers for e in s.in_flight]
-        left += self.buffer.drain()
-        if left:
-            await self.store.release([e for e in left if e.pending_id is not None])
+        # Every shipper's batch, not only the cancelled ones': a shipper that died keeps its batch too.
+        left = [e for shipper in self.shippers for e in shipper.in_flight] + self.buffer.drain()
+        if not left:
+            return
+        held = [e for e in left if e.pending_id is not None]
+        try:
             await self.store.add([e for e in left if e.pending_id is None], leased=False, enforce_cap=False)
-            log.info("stored %d events for delivery after restart", len(left))
-        metrics.buffer_events.set(0)
-        await self.client.close()
-        await self.store.close()
+        finally:
+            await self._release_overflow(held)
+        log.info("stored %d events for delivery after restart", len(left))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 
 from .buffer import Buffer
+from .exceptions import StoreError
 from .pending import SqliteStore, maintenance, open_store
 from .settings import Settings
 from .shipper.client import OpenSearchClient
@@ -38,7 +40,8 @@ async def pending_replay(settings: Settings) -> str:
             shipper = Shipper(buffer, client, store, TemplateGuard(client, settings.server_environment), 0)
             shipped = 0
             while batch := await store.claim_due(settings.bulk_size):
-                await shipper.ship(batch)
+                if not await shipper.ship(batch):
+                    break  # OpenSearch cannot be reached: the rows wait for the server's replayer
                 shipped += len(batch)
         finally:
             await client.close()
@@ -72,7 +75,9 @@ class _store:
     """The configured store, opened for one command."""
 
     def __init__(self, settings: Settings) -> None:
-        self._store = open_store(settings)
+        if not os.path.exists(settings.sqlite_path):
+            raise StoreError(f"no pending store at {settings.sqlite_path} (check DATABASE_URL)")
+        self._store = open_store(settings, for_server=False)
 
     async def __aenter__(self) -> SqliteStore:
         await self._store.open()

@@ -1,11 +1,12 @@
 """A network path to OpenSearch that hangs without closing: requests time out, nothing is lost."""
 
+import signal
 import socket
 import threading
 
 import pytest
 
-from support import OPENSEARCH_URL, Load, delivery_report, wait_until
+from support import OPENSEARCH_URL, Load, delivery_report, event, metric, wait_until
 
 
 class StallingProxy:
@@ -84,3 +85,26 @@ def test_a_hanging_network_times_out_keeps_events_pending_then_delivers_them(col
     report = delivery_report("hanging network (proxy stops forwarding)", load, counts)
     assert (report["lost"], report["duplicated"]) == (0, 0), report
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
+
+
+def test_a_shutdown_whose_grace_runs_out_stores_the_batches_in_flight(collector_factory, opensearch, proxy,
+                                                                        tmp_path):
+    database = tmp_path / "grace.db"
+    # Requests hang far longer than the grace period: the shippers must be cut off holding their batches.
+    stuck = collector_factory(DATABASE=database, ACK_MODE="memory", OPEN_SEARCH_DNS=f"http://127.0.0.1:{proxy.port}",
+                              OPEN_SEARCH_TIMEOUT_SECONDS=300, SHUTDOWN_GRACE_SECONDS=1, BULK_SIZE=50)
+    wait_until(lambda: "index template" in stuck.log(), message="the template installed through the proxy")
+    proxy.forwarding.clear()
+    events = [event() for _ in range(400)]
+    assert {stuck.post_event(e).status_code for e in events} == {200}
+    wait_until(lambda: metric(stuck, "event_collector_bulk_requests_total") == 0 and "grace" not in stuck.log(),
+               message="shippers holding batches")
+    assert stuck.stop(signal.SIGTERM) == 0
+    assert "grace period of 1 s over" in stuck.log()
+    assert stuck.pending_rows() == 400
+
+    restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stuck.environment)
+    wait_until(lambda: opensearch.count(restarted.environment) == 400, timeout=60, message="all 400 delivered")
+    counts = opensearch.log_id_counts(restarted.environment)
+    report = delivery_report("SIGTERM with hung bulk requests (grace over)", [e["log_id"] for e in events], counts)
+    assert (report["lost"], report["duplicated"]) == (0, 0), report

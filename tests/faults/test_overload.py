@@ -1,19 +1,12 @@
 """OpenSearch refusing work (429) and the pending store at its cap: backpressure without loss."""
 
-import re
 import signal
 import time
 
 import pytest
 
 from event_collector.envelope import index_name
-from support import DevNode, Load, delivery_report, event, wait_until
-
-
-def metric(collector, name: str) -> float:
-    text = collector.http.get("/metrics").text
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+from support import DevNode, Load, delivery_report, event, metric, wait_until
 
 
 @pytest.fixture(scope="module")

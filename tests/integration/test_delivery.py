@@ -9,7 +9,7 @@ import uuid
 import msgspec
 
 from event_collector.envelope import index_name
-from support import REPO, event, send_all, wait_until
+from support import REPO, event, metric, send_all, wait_until
 
 
 def test_the_readme_curl_example_lands_with_the_contract_shape(collector, opensearch):
@@ -52,6 +52,10 @@ def test_concurrent_clients_and_retries_index_every_event_exactly_once(collector
     counts = opensearch.log_id_counts(collector.environment)
     assert set(counts) == {e["log_id"] for e in originals}
     assert set(counts.values()) == {1}
+    # Each accepted request was shipped once: 20,000 created, 2,000 answered 409 as already there.
+    wait_until(lambda: metric(collector, "event_collector_events_delivered_total") >= 22_000, timeout=60,
+               message="every envelope settled")
+    assert metric(collector, "event_collector_events_delivered_total") == 22_000
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -82,7 +86,9 @@ def test_a_write_blocked_index_makes_items_retry_until_unblocked(collector_facto
     try:
         events = [event() for _ in range(100)]
         assert {collector.post_event(e).json()["status"] for e in events} <= {"created", "pending"}
-        wait_until(lambda: collector.pending_rows() == 100, timeout=30, message="100 rows waiting for retry")
+        wait_until(lambda: metric(collector, "event_collector_events_retried_total") >= 100, timeout=30,
+                   message="the blocked items to be kept for retry")
+        assert collector.pending_rows() == 100
         assert opensearch.count(collector.environment) == 1
     finally:
         opensearch.http.put(f"/{index}/_settings", json={"index.blocks.write": False})

@@ -113,6 +113,17 @@ async def test_rows_leased_by_a_process_that_stopped_beating_are_replayed(tmp_pa
         crashed._executor.shutdown()
 
 
+async def test_the_tools_report_a_damaged_store_and_leave_it_alone(tmp_path):
+    from event_collector.exceptions import StoreError
+
+    path = tmp_path / "pending.db"
+    path.write_bytes(b"this is not a database" * 1000)
+    with pytest.raises(StoreError, match="cannot open pending store"):
+        await new_store(path, recover_damaged=False).open()
+    assert path.read_bytes().startswith(b"this is not a database")
+    assert [p.name for p in tmp_path.iterdir()] == ["pending.db"]
+
+
 async def test_an_unreadable_store_file_is_moved_aside_and_a_fresh_one_used(tmp_path, caplog):
     path = tmp_path / "pending.db"
     path.write_bytes(b"this is not a database" * 1000)

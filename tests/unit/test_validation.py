@@ -29,6 +29,8 @@ def test_a_valid_event_decodes_with_its_optional_fields():
         (b'{"log_id":"a","page":"b"}', "missing required field", "event"),
         (b'{"log_id":7,"page":"b","event":"c"}', "Expected `str`", "log_id"),
         (b'{"log_id":"","page":"b","event":"c"}', "length >= 1", "log_id"),
+        (b'{"log_id":"' + b"i" * 513 + b'","page":"b","event":"c"}', "longer than 512 bytes", "log_id"),
+        ('{"log_id":"' + "\u00e9" * 300 + '","page":"b","event":"c"}', "longer than 512 bytes", "log_id"),
         (b'{"log_id":"a","page":"b","event":"c","label":5}', "Expected `str | null`", "label"),
         (b'{"log_id":"a","page":"b","event":"c","param":[1]}', "Expected `object | null`", "param"),
         (b'{"log_id":"a","page":"b","event":"c","param":"x"}', "Expected `object | null`", "param"),
@@ -38,10 +40,14 @@ def test_a_valid_event_decodes_with_its_optional_fields():
 )
 def test_bad_bodies_name_the_problem(body, message, field):
     with pytest.raises(InvalidEvent) as raised:
-        decode_event(body)
+        decode_event(body.encode() if isinstance(body, str) else body)
     assert message in raised.value.message
     assert raised.value.field == field
     assert raised.value.status == 400
+
+
+def test_a_log_id_of_512_bytes_is_the_most_opensearch_takes():
+    assert len(decode_event(b'{"log_id":"' + b"i" * 512 + b'","page":"b","event":"c"}').log_id) == 512
 
 
 def test_strings_inside_param_are_not_bound_by_the_field_limit():

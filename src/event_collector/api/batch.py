@@ -31,6 +31,8 @@ def inflate(body: bytes, limit: int) -> bytes:
         raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({limit} bytes) once decompressed")
     if not inflater.eof:
         raise InvalidEvent("body is not valid gzip: truncated")
+    if inflater.unused_data:
+        raise InvalidEvent("body is not valid gzip: data after the end of the stream (send one gzip member)")
     return output
 
 

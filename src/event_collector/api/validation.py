@@ -10,6 +10,8 @@ import msgspec
 from ..exceptions import InvalidEvent
 
 MAX_STRING_CHARS = 1024
+# OpenSearch refuses a document _id over 512 bytes, and does so for the whole _bulk request.
+MAX_LOG_ID_BYTES = 512
 MAX_PARAM_DEPTH = 20
 
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
@@ -46,6 +48,8 @@ def decode_event(body: bytes) -> EventBody:
         raise InvalidEvent("body is not valid UTF-8") from None
     except RecursionError:
         raise InvalidEvent(f"param is nested deeper than {MAX_PARAM_DEPTH} levels", "param") from None
+    if len(event.log_id) * 4 > MAX_LOG_ID_BYTES and len(event.log_id.encode()) > MAX_LOG_ID_BYTES:
+        raise InvalidEvent(f"log_id is longer than {MAX_LOG_ID_BYTES} bytes in UTF-8", "log_id")
     # Nesting deeper than the limit needs more brackets than the limit: most bodies skip the walk.
     if (event.param is not None and body.count(b"{") + body.count(b"[") > MAX_PARAM_DEPTH
             and _depth(event.param) > MAX_PARAM_DEPTH):

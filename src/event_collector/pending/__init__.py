@@ -11,8 +11,11 @@ from .sqlite import SqliteStore
 __all__ = ["maintenance", "DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
 
 
-def open_store(settings: Settings) -> SqliteStore:
-    """The store named by DATABASE_URL's scheme (not yet opened)."""
+def open_store(settings: Settings, *, for_server: bool = True) -> SqliteStore:
+    """The store named by DATABASE_URL's scheme (not yet opened).
+
+    Only the server moves a damaged file aside; the operator's tools report it and touch nothing.
+    """
     if settings.database_url.startswith("sqlite://"):
         return SqliteStore(
             settings.sqlite_path,
@@ -23,5 +26,6 @@ def open_store(settings: Settings) -> SqliteStore:
             backoff_max_seconds=settings.retry_backoff_max_seconds,
             max_bytes=settings.pending_max_bytes,
             synchronous=settings.sqlite_synchronous.upper(),
+            recover_damaged=for_server,
         )
     raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")

@@ -46,8 +46,13 @@ class PendingStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def add(self, envelopes: list[Envelope], *, leased: bool) -> None:
-        """Insert envelopes (setting their `pending_id`); a leased row is not replayed until its lease ends."""
+    def check_room(self) -> None:
+        """Raise StoreFull when the store is at its cap."""
+
+    async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
+        """Insert envelopes (setting their `pending_id`); a leased row is not replayed until its lease ends.
+
+        With `enforce_cap`, raise StoreFull instead when the store is at its cap."""
 
     async def delivered(self, envelopes: list[Envelope]) -> None:
         """Delete the rows of delivered envelopes (envelopes without a row are ignored)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..exceptions import StoreError
 from . import maintenance
 from .sqlite import SqliteStore
 
@@ -26,15 +25,15 @@ class Janitor:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
                 await self._store.heartbeat()
-            except StoreError as exc:
-                log.error("heartbeat failed: %s", exc)
+            except Exception:  # the heartbeat must outlive any one failure, or this process's leases lapse
+                log.exception("heartbeat failed")
 
     async def run(self) -> None:
         while True:
             try:
                 await self.tidy()
-            except StoreError as exc:
-                log.error("pending store upkeep failed, will try again: %s", exc)
+            except Exception:
+                log.exception("pending store upkeep failed, will try again")
             await asyncio.sleep(self._interval_seconds)
 
     async def tidy(self) -> None:

@@ -7,7 +7,6 @@ import logging
 
 from .. import metrics
 from ..buffer import Buffer
-from ..exceptions import StoreError
 from .base import PendingStore
 
 log = logging.getLogger(__name__)
@@ -31,8 +30,8 @@ class Replayer:
         while True:
             try:
                 await self.replay_due()
-            except StoreError as exc:
-                log.error("replay failed, will try again: %s", exc)
+            except Exception:  # the replayer must outlive any one failure
+                log.exception("replay failed, will try again")
             await self._next_round()
 
     async def _next_round(self) -> None:

@@ -73,8 +73,10 @@ class SqliteStore:
         backoff_max_seconds: float = 600.0,
         max_bytes: int = 1 << 30,
         synchronous: str = "NORMAL",
+        recover_damaged: bool = True,
     ) -> None:
         self.path = path
+        self._recover_damaged = recover_damaged
         self.owner = uuid.uuid4().hex
         self._lease_seconds = lease_seconds
         self._owner_timeout_seconds = owner_timeout_seconds
@@ -107,6 +109,9 @@ class SqliteStore:
         try:
             self._connection = self._open_checked()
         except sqlite3.DatabaseError as exc:
+            # Only a damaged file is moved aside; a locked or unwritable one is an error to report.
+            if not (self._recover_damaged and _is_damage(exc)):
+                raise StoreError(f"cannot open pending store {self.path}: {exc}") from exc
             # A damaged file must not keep the collector down: keep it for inspection, start afresh.
             aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
             log.error("pending store %s is unreadable (%s); moved it to %s and starting on a fresh one",
@@ -125,7 +130,7 @@ class SqliteStore:
         try:
             (verdict,) = connection.execute("PRAGMA quick_check").fetchone()
             if verdict != "ok":
-                raise sqlite3.DatabaseError(verdict)
+                raise _Damaged(verdict)
             # auto_vacuum must be chosen before the first table exists; it lets a drained store shrink.
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute("PRAGMA journal_mode = WAL")
@@ -182,7 +187,10 @@ class SqliteStore:
         return await self._write(operation)
 
     async def _on_thread(self, function: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        except sqlite3.Error as exc:
+            raise StoreError(f"pending store {self.path}: {exc}") from exc
 
     # -- group commit ----------------------------------------------------------------------------
 
@@ -209,40 +217,53 @@ class SqliteStore:
                     future.set_exception(value)
 
     def _run_group(self, operations: list[_Operation]) -> list[tuple[bool, Any]]:
-        """Run operations in one transaction; if it fails, run each alone so one bad write fails alone."""
+        """Run operations in one transaction; if one of them fails, run each alone so it fails alone."""
         try:
             return [(True, result) for result in self._transaction(operations)]
+        except _BeginFailed as exc:
+            # The store could not be locked at all (busy for 30 s, read-only, gone): all of them fail.
+            error = StoreError(f"pending store write failed: {exc.__cause__}")
+            return [(False, error)] * len(operations)
         except sqlite3.Error:
             return [self._run_alone(operation) for operation in operations]
 
     def _run_alone(self, operation: _Operation) -> tuple[bool, Any]:
         try:
             return True, self._transaction([operation])[0]
-        except sqlite3.Error as exc:
-            return False, StoreError(f"pending store write failed: {exc}")
+        except (sqlite3.Error, _BeginFailed) as exc:
+            return False, StoreError(f"pending store write failed: {exc.__cause__ or exc}")
 
     def _transaction(self, operations: list[_Operation]) -> list[Any]:
         connection = self._connection
         assert connection is not None, "store is not open"
-        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _BeginFailed() from exc
         try:
             results = _insert_together(connection, operations)
             results = [result if isinstance(operation, _Insert) else operation(connection)
                        for operation, result in zip(operations, results)]
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
         self._refresh_used_bytes()
         return results
 
     # -- the PendingStore interface --------------------------------------------------------------
 
+    def check_room(self) -> None:
+        """Raise StoreFull when the store is at PENDING_MAX_BYTES: new events are refused, never dropped."""
+        if self.used_bytes >= self._max_bytes:
+            raise StoreFull(f"pending store is at its cap of {self._max_bytes} bytes")
+
     async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
         if not envelopes:
             return
-        if enforce_cap and self.used_bytes >= self._max_bytes:
-            raise StoreFull(f"pending store is at its cap of {self._max_bytes} bytes")
+        if enforce_cap:
+            self.check_room()
         now = time.time()
         lease_until = now + self._lease_seconds if leased else 0.0
         owner = self.owner if leased else None
@@ -359,6 +380,19 @@ class SqliteStore:
             return PendingStatistics(rows, size, oldest, histogram, dead)
 
         return await self._on_thread(read)
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """PRAGMA quick_check found the file damaged."""
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    return isinstance(error, _Damaged) or getattr(error, "sqlite_errorname", "") in ("SQLITE_CORRUPT",
+                                                                                      "SQLITE_NOTADB")
+
+
+class _BeginFailed(Exception):
+    """BEGIN IMMEDIATE failed: nothing ran, so running the operations one by one would not help."""
 
 
 class _Insert:

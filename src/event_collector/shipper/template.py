@@ -69,10 +69,6 @@ class TemplateGuard:
         self._settled = False
         self._lock = asyncio.Lock()
 
-    @property
-    def installed(self) -> bool:
-        return self._settled
-
     async def ensure(self) -> None:
         """Raises OpenSearchUnavailable while OpenSearch cannot be reached."""
         if self._settled:

@@ -39,10 +39,16 @@ class Shipper:
                     return
                 continue
             self.in_flight = batch
-            await self.ship(batch)
+            try:
+                await self.ship(batch)
+            except Exception:
+                # A bug must not cost the batch, nor this shipper: keep the events for a later attempt.
+                log.exception("shipping a batch of %d failed unexpectedly; keeping it for retry", len(batch))
+                await self._keep([Failure(e, "unexpected shipper error") for e in batch], count_attempt=False)
             self.in_flight = []
 
-    async def ship(self, batch: list[Envelope]) -> None:
+    async def ship(self, batch: list[Envelope]) -> bool:
+        """Send one batch and settle every event's outcome; False when OpenSearch could not be reached."""
         started = time.perf_counter()
         try:
             await self._template.ensure()
@@ -52,7 +58,7 @@ class Shipper:
             metrics.bulk_requests.labels("unreachable").inc()
             log.warning("bulk of %d events not delivered, kept for later: %s", len(batch), exc)
             await self._keep([Failure(e, str(exc)) for e in batch], count_attempt=False)
-            return
+            return False
         metrics.bulk_duration.observe(time.perf_counter() - started)
         outcome = classify(batch, status, body)
         metrics.bulk_requests.labels("ok" if not outcome.retry else "failed").inc()
@@ -74,6 +80,7 @@ class Shipper:
             except StoreError as exc:
                 log.error("could not dead-letter %d events, retrying them instead: %s", len(outcome.rejected), exc)
                 self._requeue([f.envelope for f in outcome.rejected])
+        return True
 
     async def _keep(self, failures: list[Failure], *, count_attempt: bool) -> None:
         metrics.events_retried.inc(len(failures))
