@@ -18,18 +18,23 @@ def expire_pending(older_than_days: float) -> Callable[[sqlite3.Connection], int
     """Move pending rows received before the cut-off to dead-letter as expired; never delete them."""
 
     def run(connection: sqlite3.Connection) -> int:
-        now = time.time()
-        cutoff = now - older_than_days * _SECONDS_PER_DAY
+        cutoff = time.time() - older_than_days * _SECONDS_PER_DAY
         reason = f"expired: still undelivered after {older_than_days:g} days"
-        connection.execute(
-            "INSERT INTO dead_letter (log_id, index_name, document, received_at, attempts, reason, failed_at)"
-            " SELECT log_id, index_name, document, received_at, attempts,"
-            " ? || coalesce(' (last error: ' || last_error || ')', ''), ? FROM pending WHERE received_at < ?",
-            (reason, now, cutoff),
-        )
-        return connection.execute("DELETE FROM pending WHERE received_at < ?", (cutoff,)).rowcount
+        return dead_letter_pending(connection, "received_at < ?", (cutoff,), reason, with_last_error=True)
 
     return run
+
+
+def dead_letter_pending(connection: sqlite3.Connection, where: str, params: tuple, reason: str,
+                        with_last_error: bool = False) -> int:
+    """Move the pending rows matching `where` to dead-letter with `reason`; returns how many moved."""
+    reason_sql = "? || coalesce(' (last error: ' || last_error || ')', '')" if with_last_error else "?"
+    connection.execute(
+        "INSERT INTO dead_letter (log_id, index_name, document, received_at, attempts, reason, failed_at)"
+        f" SELECT log_id, index_name, document, received_at, attempts, {reason_sql}, ? FROM pending WHERE {where}",
+        (reason, time.time(), *params),
+    )
+    return connection.execute(f"DELETE FROM pending WHERE {where}", params).rowcount
 
 
 def purge_dead_letters(older_than_days: float, reason: str | None = None) -> Callable[[sqlite3.Connection], int]:

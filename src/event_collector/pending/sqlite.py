@@ -22,6 +22,7 @@ import msgspec
 from ..envelope import Envelope
 from ..exceptions import StoreError, StoreFull
 from .base import Failure, PendingStatistics
+from .maintenance import dead_letter_pending
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +269,7 @@ class SqliteStore:
         lease_until = now + self._lease_seconds if leased else 0.0
         owner = self.owner if leased else None
 
-        rows = [(e.log_id, e.index, e.document, e.received_at, e.attempts, now, lease_until, owner)
-                for e in envelopes]
-        ids = await self._write(_Insert(rows))
+        ids = await self._write(_Insert([_row(e, now, lease_until, owner, None) for e in envelopes]))
         for envelope, row_id in zip(envelopes, ids):
             envelope.pending_id = row_id
 
@@ -289,36 +288,27 @@ class SqliteStore:
             if count_attempt:
                 failure.envelope.attempts += 1
             if failure.envelope.attempts >= self._max_attempts:
-                exhausted.append(Failure(failure.envelope, f"gave up after {failure.envelope.attempts} attempts: {failure.reason}"))
+                reason = f"gave up after {failure.envelope.attempts} attempts: {failure.reason}"
+                exhausted.append(Failure(failure.envelope, reason))
             else:
                 waiting.append(failure)
 
-        def keep(connection: sqlite3.Connection) -> list[int | None]:
-            ids = []
-            for failure in waiting:
-                envelope = failure.envelope
-                next_attempt_at = now + self._backoff_seconds(envelope.attempts)
-                if envelope.pending_id is None:
-                    cursor = connection.execute(
-                        "INSERT INTO pending (log_id, index_name, document, received_at, attempts,"
-                        " next_attempt_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (envelope.log_id, envelope.index, envelope.document, envelope.received_at,
-                         envelope.attempts, next_attempt_at, failure.reason),
-                    )
-                    ids.append(cursor.lastrowid)
-                else:
-                    connection.execute(
-                        "UPDATE pending SET attempts = ?, next_attempt_at = ?, lease_until = 0, lease_owner = NULL,"
-                        " last_error = ?"
-                        " WHERE id = ?",
-                        (envelope.attempts, next_attempt_at, failure.reason, envelope.pending_id),
-                    )
-                    ids.append(envelope.pending_id)
+        new = [f for f in waiting if f.envelope.pending_id is None]
+        stored = [f for f in waiting if f.envelope.pending_id is not None]
+        new_rows = _Insert([_row(f.envelope, now + self._backoff_seconds(f.envelope.attempts), 0.0, None, f.reason)
+                            for f in new])
+        updates = [(f.envelope.attempts, now + self._backoff_seconds(f.envelope.attempts), f.reason,
+                    f.envelope.pending_id) for f in stored]
+
+        def keep(connection: sqlite3.Connection) -> range | None:
+            connection.executemany(
+                "UPDATE pending SET attempts = ?, next_attempt_at = ?, lease_until = 0, lease_owner = NULL,"
+                " last_error = ? WHERE id = ?", updates)
             _move_to_dead_letter(connection, exhausted, now)
-            return ids
+            return _insert_together(connection, [new_rows])[0] if new else None
 
         ids = await self._write(keep)
-        for failure, row_id in zip(waiting, ids):
+        for failure, row_id in zip(new, ids or ()):
             failure.envelope.pending_id = row_id
 
     def _backoff_seconds(self, attempts: int) -> float:
@@ -361,7 +351,7 @@ class SqliteStore:
                     envelopes.append(envelope)
             for row in unreadable:
                 log.error("pending row %s cannot be read; moved to dead-letter", row[0])
-                _dead_letter_row(connection, row[0], "unreadable pending row", now)
+                dead_letter_pending(connection, "id = ?", (row[0],), "unreadable pending row")
             return envelopes
 
         return await self._write(claim)
@@ -391,6 +381,13 @@ def _is_damage(error: sqlite3.DatabaseError) -> bool:
                                                                                       "SQLITE_NOTADB")
 
 
+def _row(envelope: Envelope, next_attempt_at: float, lease_until: float, owner: str | None,
+         last_error: str | None) -> tuple:
+    """A new pending row, in the column order of `_insert_together`."""
+    return (envelope.log_id, envelope.index, envelope.document, envelope.received_at, envelope.attempts,
+            next_attempt_at, lease_until, owner, last_error)
+
+
 class _BeginFailed(Exception):
     """BEGIN IMMEDIATE failed: nothing ran, so running the operations one by one would not help."""
 
@@ -414,7 +411,7 @@ def _insert_together(connection: sqlite3.Connection, operations: list[Any]) -> l
     (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'pending'").fetchone()
     connection.executemany(
         "INSERT INTO pending (log_id, index_name, document, received_at, attempts, next_attempt_at, lease_until,"
-        " lease_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " lease_owner, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [row for insert in inserts for row in insert.rows],
     )
     results: list[range | None] = []
@@ -439,15 +436,6 @@ def _move_to_dead_letter(connection: sqlite3.Connection, failures: list[Failure]
         )
         if envelope.pending_id is not None:
             connection.execute("DELETE FROM pending WHERE id = ?", (envelope.pending_id,))
-
-
-def _dead_letter_row(connection: sqlite3.Connection, row_id: int, reason: str, now: float) -> None:
-    connection.execute(
-        "INSERT INTO dead_letter (log_id, index_name, document, received_at, attempts, reason, failed_at)"
-        " SELECT log_id, index_name, document, received_at, attempts, ?, ? FROM pending WHERE id = ?",
-        (reason, now, row_id),
-    )
-    connection.execute("DELETE FROM pending WHERE id = ?", (row_id,))
 
 
 def _envelope_from_row(row: tuple) -> Envelope | None:
