@@ -317,3 +317,19 @@ def metric(collector: "CollectorProcess", name: str) -> float:
     text = collector.http.get("/metrics").text
     match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def assert_delivered_exactly_once(name: str, load_or_accepted, node_client: OpenSearch, environment: str,
+                                  sent: int | None = None) -> dict[str, int]:
+    """Wait until every event answered 2xx is indexed; fail on any lost or duplicated; report the figures."""
+    accepted = set(load_or_accepted.accepted if isinstance(load_or_accepted, Load) else load_or_accepted)
+    wait_until(lambda: node_client.count(environment) >= len(accepted), timeout=180,
+               message=f"{len(accepted)} accepted events indexed")
+    counts = node_client.log_id_counts(environment)
+    report = delivery_report(name, load_or_accepted, counts, sent)
+    assert report["lost"] == 0, report
+    assert report["duplicated"] == 0, report
+    # An event may be indexed though its answer never reached the client (killed mid-reply): it was
+    # sent, so that is no loss; what counts is that every 2xx is there, once.
+    assert accepted <= set(counts)
+    return counts

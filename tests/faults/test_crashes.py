@@ -2,20 +2,7 @@
 
 import signal
 
-from support import CollectorProcess, Load, delivery_report, event, wait_until
-
-
-def assert_exactly_once(name, load_or_accepted, node_client, environment, sent=None) -> None:
-    accepted = set(load_or_accepted.accepted if isinstance(load_or_accepted, Load) else load_or_accepted)
-    wait_until(lambda: node_client.count(environment) >= len(accepted), timeout=180,
-               message=f"{len(accepted)} accepted events indexed")
-    counts = node_client.log_id_counts(environment)
-    report = delivery_report(name, load_or_accepted, counts, sent)
-    assert report["lost"] == 0, report
-    assert report["duplicated"] == 0, report
-    # An event may be indexed though its answer never reached the client (killed mid-reply): it was
-    # sent, so that is no loss; what counts is that every 2xx is there, once.
-    assert accepted <= set(counts)
+from support import Load, assert_delivered_exactly_once, event, wait_until
 
 
 def test_kill_9_of_the_collector_under_load_loses_nothing_in_durable_mode(collector_factory, opensearch):
@@ -29,7 +16,7 @@ def test_kill_9_of_the_collector_under_load_loses_nothing_in_durable_mode(collec
             collector.start()
         wait_until(lambda: len(load.accepted) >= 2000, timeout=60, message="load after the last restart")
     assert load.count("ConnectError") + load.count("RemoteProtocolError") + load.count("ReadError") > 0
-    assert_exactly_once("kill -9 collector x3 (durable)", load, opensearch, collector.environment)
+    assert_delivered_exactly_once("kill -9 collector x3 (durable)", load, opensearch, collector.environment)
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -42,7 +29,7 @@ def test_kill_9_of_opensearch_under_load_loses_and_duplicates_nothing(collector_
         wait_until(lambda: len(load.accepted) >= before_restart + 500, timeout=60, message="load while down")
         own_opensearch.start()
         wait_until(lambda: len(load.accepted) >= before_restart + 1500, timeout=60, message="load after restart")
-    assert_exactly_once("kill -9 OpenSearch JVM", load, own_opensearch.client, collector.environment)
+    assert_delivered_exactly_once("kill -9 OpenSearch JVM", load, own_opensearch.client, collector.environment)
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -55,6 +42,6 @@ def test_a_store_left_by_a_crashed_process_is_replayed_on_restart(collector_fact
     assert crashed.pending_rows() == 300
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=crashed.environment)
-    assert_exactly_once("restart on a crashed process's store", [e["log_id"] for e in events], opensearch,
+    assert_delivered_exactly_once("restart on a crashed process's store", [e["log_id"] for e in events], opensearch,
                         restarted.environment)
     wait_until(lambda: restarted.pending_rows() == 0, timeout=60, message="the pending table to empty")

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from support import OPENSEARCH_URL, Load, delivery_report, event, metric, wait_until
+from support import OPENSEARCH_URL, Load, assert_delivered_exactly_once, event, metric, wait_until
 
 
 class StallingProxy:
@@ -78,12 +78,7 @@ def test_a_hanging_network_times_out_keeps_events_pending_then_delivers_them(col
         resumed_at = len(load.accepted)
         wait_until(lambda: len(load.accepted) >= resumed_at + 200, message="load after the network recovers")
 
-    accepted = set(load.accepted)
-    wait_until(lambda: opensearch.count(collector.environment) >= len(accepted), timeout=120,
-               message="every accepted event indexed")
-    counts = opensearch.log_id_counts(collector.environment)
-    report = delivery_report("hanging network (proxy stops forwarding)", load, counts)
-    assert (report["lost"], report["duplicated"]) == (0, 0), report
+    assert_delivered_exactly_once("hanging network (proxy stops forwarding)", load, opensearch, collector.environment)
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -104,7 +99,5 @@ def test_a_shutdown_whose_grace_runs_out_stores_the_batches_in_flight(collector_
     assert stuck.pending_rows() == 400
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stuck.environment)
-    wait_until(lambda: opensearch.count(restarted.environment) == 400, timeout=60, message="all 400 delivered")
-    counts = opensearch.log_id_counts(restarted.environment)
-    report = delivery_report("SIGTERM with hung bulk requests (grace over)", [e["log_id"] for e in events], counts)
-    assert (report["lost"], report["duplicated"]) == (0, 0), report
+    assert_delivered_exactly_once("SIGTERM with hung bulk requests (grace over)", [e["log_id"] for e in events],
+                                  opensearch, restarted.environment)
