@@ -20,6 +20,7 @@ from ..lifecycle import CREATED, PENDING, Collector
 from ..settings import Settings
 from .auth import TokenVerifier
 from .batch import DecodedBatch, decode_batch, inflate
+from .deadlines import BodyReadDeadlines
 from .validation import MAX_STRING_CHARS, decode_event
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class CollectorApp:
         self.settings = settings
         self.collector = collector or Collector(settings)
         self.verifier = TokenVerifier(settings.jwt_secret)
+        self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
+        self._sweeper: asyncio.Task | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -58,8 +61,11 @@ class CollectorApp:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                self._sweeper = asyncio.create_task(self.deadlines.sweep(), name="body-deadlines")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
                 await self.collector.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -142,8 +148,11 @@ class CollectorApp:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({limit} bytes)")
-        # A client that stalls mid-body only holds its own connection, and only this long.
-        async with asyncio.timeout(self.settings.body_read_timeout_seconds):
+        # A client that stalls mid-body only holds its own connection, and only until its deadline.
+        task = asyncio.current_task()
+        assert task is not None
+        self.deadlines.start(task)
+        try:
             chunks, size = [], 0
             while True:
                 message = await receive()
@@ -154,6 +163,12 @@ class CollectorApp:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
+        except asyncio.CancelledError:
+            if self.deadlines.expired(task):
+                raise TimeoutError from None
+            raise
+        finally:
+            self.deadlines.stop(task)
 
 
 def _error(message: str, field: str | None) -> dict[str, str]:
