@@ -28,12 +28,21 @@ log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
-# Request headers copied into the document.
-COPIED_HEADERS = (b"device-uuid", b"app-version", b"os-version", b"user-agent")
+# Request headers copied into the document: (name on the wire, name in the document's header map).
+COPIED_HEADERS = tuple((name.encode(), name) for name in ("device-uuid", "app-version", "os-version", "user-agent"))
 _JSON = [(b"content-type", b"application/json")]
 _encode = msgspec.json.encode
 _RETRY_AFTER_SECONDS = b"5"
-_STATUS_ANSWERS = {CREATED: _encode({"status": CREATED}), PENDING: _encode({"status": PENDING})}
+
+# The two answers of the hot path, built once (uvicorn reads these messages and keeps nothing of them).
+_STATUS_ANSWERS = {
+    status: (
+        {"type": "http.response.start", "status": 200,
+         "headers": [*_JSON, (b"content-length", str(len(_encode({"status": status}))).encode())]},
+        {"type": "http.response.body", "body": _encode({"status": status})},
+    )
+    for status in (CREATED, PENDING)
+}
 
 
 class CollectorApp:
@@ -126,7 +135,9 @@ class CollectorApp:
         if rejected:
             metrics.received_rejected.inc(len(rejected))
         if not batch:
-            await _respond_raw(send, 200, _STATUS_ANSWERS[status], _JSON)
+            start, body = _STATUS_ANSWERS[status]
+            await send(start)
+            await send(body)
             return
         await _respond(send, 200, {
             "status": status,
@@ -181,16 +192,12 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
 
 def _copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}
-    for name in COPIED_HEADERS:
-        value = headers.get(name)
-        if value is None:
-            copied[name.decode()] = None
-            continue
-        text = value.decode("utf-8", "replace")
-        if len(text) > MAX_STRING_CHARS:
-            raise InvalidEvent(f"header {name.decode()} is longer than {MAX_STRING_CHARS} characters",
-                               name.decode())
-        copied[name.decode()] = text
+    for wire_name, name in COPIED_HEADERS:
+        value = headers.get(wire_name)
+        text = None if value is None else value.decode("utf-8", "replace")
+        if text is not None and len(text) > MAX_STRING_CHARS:
+            raise InvalidEvent(f"header {name} is longer than {MAX_STRING_CHARS} characters", name)
+        copied[name] = text
     return copied
 
 
