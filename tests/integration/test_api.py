@@ -89,6 +89,7 @@ BAD_BODIES = [
     (b'{"log_id":"a","page":"p","event":"e","param":' + b'{"a":' * 21 + b"1" + b"}" * 21 + b"}",
      "deeper than 20", "param"),
     (b'{"log_id":"a","page":"' + b"x" * 1025 + b'","event":"e"}', "length <= 1024", "page"),
+    (b'{"log_id":"' + b"i" * 513 + b'","page":"p","event":"e"}', "longer than 512 bytes", "log_id"),
     (b"", "empty", None),
 ]
 
