@@ -34,15 +34,16 @@ _JSON = [(b"content-type", b"application/json")]
 _encode = msgspec.json.encode
 _RETRY_AFTER_SECONDS = b"5"
 
+
+def _messages(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[dict, dict]:
+    """The ASGI messages of a whole response. A Content-Length spares the server chunked framing."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return ({"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body})
+
+
 # The two answers of the hot path, built once (uvicorn reads these messages and keeps nothing of them).
-_STATUS_ANSWERS = {
-    status: (
-        {"type": "http.response.start", "status": 200,
-         "headers": [*_JSON, (b"content-length", str(len(_encode({"status": status}))).encode())]},
-        {"type": "http.response.body", "body": _encode({"status": status})},
-    )
-    for status in (CREATED, PENDING)
-}
+_STATUS_ANSWERS = {status: _messages(200, _encode({"status": status}), _JSON) for status in (CREATED, PENDING)}
 
 
 class CollectorApp:
@@ -206,10 +207,9 @@ async def _respond(send: Send, status: int, payload: Any, extra: list[tuple[byte
 
 
 async def _respond_raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    # A Content-Length spares the server chunked framing.
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    start, body_message = _messages(status, body, headers)
+    await send(start)
+    await send(body_message)
 
 
 async def _unavailable(send: Send, reason: str) -> None:
