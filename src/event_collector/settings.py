@@ -37,6 +37,16 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     batch_max_events: int = 1000
     body_read_timeout_seconds: float = 30.0
+    # Connection-level limits for a public endpoint (docs/security.md): enforced by api/protocol.py
+    # before a request reaches the app, so one client cannot hold memory, CPU or sockets.
+    max_header_line_bytes: int = 16 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_read_timeout_seconds: float = 10.0
+    max_connections: int = 10_000
+    # Events per second each user (token `sub`) may send, with a burst; 0 turns the limit off.
+    rate_limit_per_user: float = 0.0
+    rate_limit_burst: int = 0
     # How long a replayed row stays claimed before another replayer may take it again.
     pending_lease_seconds: float = 300.0
     retry_backoff_base_seconds: float = 1.0
@@ -92,13 +102,17 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
 
 def _check(settings: Settings) -> None:
     for name in ("server_workers", "queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes",
-                 "batch_max_events"):
+                 "batch_max_events", "max_header_line_bytes", "max_header_bytes", "max_headers",
+                 "max_connections"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name.upper()} must be at least 1")
     for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds",
-                 "pending_owner_timeout_seconds", "janitor_interval_seconds"):
-        if getattr(settings, name) <= 0:
+                 "pending_owner_timeout_seconds", "janitor_interval_seconds", "header_read_timeout_seconds",
+                 "body_read_timeout_seconds"):
+        if not getattr(settings, name) > 0:  # also refuses nan
             raise ConfigError(f"{name.upper()} must be positive")
+    if not 0 <= settings.rate_limit_per_user < float("inf") or settings.rate_limit_burst < 0:
+        raise ConfigError("RATE_LIMIT_PER_USER and RATE_LIMIT_BURST must be finite and not negative")
     if settings.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
         raise ConfigError(f"SQLITE_SYNCHRONOUS must be NORMAL or FULL, got {settings.sqlite_synchronous!r}")
     if settings.ack_mode not in ACK_MODES:
