@@ -104,7 +104,10 @@ def _not_503(response: httpx.Response) -> httpx.Response | None:
 class CollectorProcess:
     """`event-collector serve` as a real process, with its own port, environment name and SQLite file."""
 
-    def __init__(self, tmp_path: Path, opensearch_url: str = OPENSEARCH_URL, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, opensearch_url: str = OPENSEARCH_URL,
+                 rlimits: dict[int, tuple[int, int]] | None = None, **settings: Any) -> None:
+        # rlimits: resource limits of the process, e.g. {resource.RLIMIT_NOFILE: (256, 256)}.
+        self.rlimits = rlimits or {}
         self.port = free_port()
         self.environment = settings.pop("SERVER_ENVIRONMENT", None) or unique_environment()
         self.database = Path(settings.pop("DATABASE", tmp_path / f"{self.environment}.db"))
@@ -136,9 +139,22 @@ class CollectorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "event_collector.cli", "serve"],
             env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=self._apply_rlimits if self.rlimits else None,
         )
         wait_until(self._answers, timeout=30, message=f"collector on {self.url} to answer /ping\n{self.log()}")
         return self
+
+    def _apply_rlimits(self) -> None:
+        import resource
+
+        for limit, values in self.rlimits.items():
+            resource.setrlimit(limit, values)
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -310,12 +326,15 @@ async def send_all(url: str, token: str, events: list[dict], concurrency: int = 
     return statuses
 
 
-def metric(collector: "CollectorProcess", name: str) -> float:
-    """A counter's value from the collector's /metrics page (0 when it has not been touched yet)."""
+def metric(collector: "CollectorProcess", name: str, **labels: str) -> float:
+    """A series' value from the collector's /metrics page (0 when it has not been touched yet).
+
+    With `labels`, the series carrying exactly those labels; without, the unlabelled series."""
     import re
 
     text = collector.http.get("/metrics").text
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    selector = "{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}" if labels else ""
+    match = re.search(rf"^{re.escape(name + selector)} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 
 

@@ -30,6 +30,7 @@ class Buffer:
         self._batch_max_bytes = batch_max_bytes
         self._items: deque[Envelope] = deque()
         self._batch_ready = asyncio.Event()
+        self._closed_event = asyncio.Event()
         self._closed = False
         self._accepted_total = 0
         self._refused_total = 0
@@ -95,6 +96,14 @@ class Buffer:
         """Refuse new events and wake every waiting shipper so it drains what is left."""
         self._closed = True
         self._batch_ready.set()
+        self._closed_event.set()
+
+    async def wait_closed(self, timeout_seconds: float) -> None:
+        """Wait until the buffer is closed, or `timeout_seconds` at most."""
+        try:
+            await asyncio.wait_for(self._closed_event.wait(), timeout_seconds)
+        except TimeoutError:
+            pass
 
     def drain(self) -> list[Envelope]:
         items = list(self._items)

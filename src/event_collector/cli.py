@@ -125,8 +125,10 @@ def _log_config() -> dict:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["collector"] = {"format": _LOG_FORMAT}
+    # The same error repeated (OpenSearch down, disk full) is logged once per interval with a count.
+    config.setdefault("filters", {})["repeats"] = {"()": "event_collector.logs.RepeatFilter"}
     config["handlers"]["collector"] = {"class": "logging.StreamHandler", "formatter": "collector",
-                                       "stream": "ext://sys.stderr"}
+                                       "stream": "ext://sys.stderr", "filters": ["repeats"]}
     config["loggers"]["event_collector"] = {"handlers": ["collector"], "level": "INFO", "propagate": False}
     return config
 

@@ -4,7 +4,8 @@ CollectorError
  ├── ConfigError            a setting is missing or invalid; start-up stops with its message
  ├── AuthError              the request's credentials are missing or invalid (401)
  ├── InvalidEvent           the request body is not an acceptable event (400 / 413)
- │    └── BodyTooLarge      the body exceeds MAX_BODY_BYTES (413)
+ │    ├── BodyTooLarge      the body exceeds MAX_BODY_BYTES (413)
+ │    └── UnsupportedEncoding  a Content-Encoding other than gzip or identity (415)
  ├── StoreError             the pending store failed (SQLite errors are wrapped in this)
  │    └── StoreFull         the pending store is at its cap (503)
  └── OpenSearchUnavailable  OpenSearch could not be reached or did not answer in time
@@ -36,6 +37,10 @@ class InvalidEvent(CollectorError):
 
 class BodyTooLarge(InvalidEvent):
     status = 413
+
+
+class UnsupportedEncoding(InvalidEvent):
+    status = 415
 
 
 class StoreError(CollectorError):

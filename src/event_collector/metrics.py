@@ -24,6 +24,13 @@ received_created = events_received.labels("created")
 received_pending = events_received.labels("pending")
 received_rejected = events_received.labels("rejected")
 received_unavailable = events_received.labels("unavailable")
+received_rate_limited = events_received.labels("rate_limited")
+requests_refused = Counter(
+    "event_collector_requests_refused_total",
+    "Ingest requests answered 4xx or dropped, by reason: unauthorized, invalid, too_large, timeout, "
+    "unsupported_encoding, rate_limited (whole request), aborted (client left before its body was complete)",
+    ["reason"], registry=REGISTRY,
+)
 events_delivered = Counter(
     "event_collector_events_delivered_total", "Events OpenSearch confirmed (2xx or 409)", registry=REGISTRY,
 )
@@ -37,7 +44,9 @@ events_replayed = Counter(
     "event_collector_events_replayed_total", "Pending rows moved back into the buffer", registry=REGISTRY,
 )
 bulk_requests = Counter(
-    "event_collector_bulk_requests_total", "_bulk requests, by result: ok, failed, unreachable",
+    "event_collector_bulk_requests_total",
+    "_bulk requests, by result: ok (every event delivered), rejected (some dead-lettered, none to retry), "
+    "failed (some kept for retry), unreachable (no answer)",
     ["result"], registry=REGISTRY,
 )
 bulk_duration = Histogram(

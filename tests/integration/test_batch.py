@@ -69,7 +69,7 @@ def test_a_gzip_bomb_gets_413_without_being_inflated(batch_collector):
         (b"\n\n", {"Content-Type": "application/x-ndjson"}, 400, "empty"),
         (b"not gzip at all", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
         (gzip.compress(b"[]")[:-6], {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
-        (b"[]", {"Content-Encoding": "br"}, 400, "unsupported Content-Encoding"),
+        (b"[]", {"Content-Encoding": "br"}, 415, "unsupported Content-Encoding"),
         (gzip.compress(b"[]") + gzip.compress(b"[]"), {"Content-Encoding": "gzip"}, 400, "one gzip member"),
         (msgspec.json.encode([event() for _ in range(501)]), {}, 413, "BATCH_MAX_EVENTS"),
     ],

@@ -15,12 +15,13 @@ import msgspec
 
 from .. import metrics
 from ..envelope import build_envelope
-from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
+from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError, UnsupportedEncoding
 from ..lifecycle import CREATED, PENDING, Collector
 from ..settings import Settings
 from .auth import TokenVerifier
-from .batch import DecodedBatch, decode_batch, inflate
+from .batch import DecodedBatch, Rejection, decode_batch, inflate
 from .deadlines import BodyReadDeadlines
+from .ratelimit import UserRateLimiter
 from .validation import MAX_STRING_CHARS, decode_event
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class CollectorApp:
         self.collector = collector or Collector(settings)
         self.verifier = TokenVerifier(settings.jwt_secret)
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
+        self.rate_limiter = (UserRateLimiter(settings.rate_limit_per_user, settings.rate_limit_burst)
+                             if settings.rate_limit_per_user > 0 else None)
         self._sweeper: asyncio.Task | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -81,46 +84,72 @@ class CollectorApp:
                 return
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        path, method = scope["path"], scope["method"]
-        if path == "/events" or path == "/events/batch":
+        # Route on the path as sent: "/events%2Fbatch" is not "/events/batch".
+        path, method = scope.get("raw_path") or scope["path"].encode(), scope["method"]
+        if path == b"/events" or path == b"/events/batch":
             if method != "POST":
                 await _respond(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
             elif not self.collector.accepting:
                 await _unavailable(send, "the collector is shutting down")
             else:
-                await self._ingest(scope, receive, send, batch=path == "/events/batch")
-        elif path == "/ping":
-            await _respond_raw(send, 200, b"pong", [(b"content-type", b"text/plain")])
-        elif path == "/metrics" and method == "GET":
-            page, content_type = metrics.exposition()
-            await _respond_raw(send, 200, page, [(b"content-type", content_type.encode())])
+                await self._ingest(scope, receive, send, batch=path == b"/events/batch")
+        elif path == b"/ping" or path == b"/metrics":
+            if method not in ("GET", "HEAD"):
+                # uvicorn sends no body for HEAD: the answer's headers are those GET would have.
+                await _respond(send, 405, {"error": "use GET or HEAD"}, [(b"allow", b"GET, HEAD")])
+            elif path == b"/ping":
+                await _respond_raw(send, 200, b"pong", [(b"content-type", b"text/plain")])
+            else:
+                page, content_type = metrics.exposition()
+                await _respond_raw(send, 200, page, [(b"content-type", content_type.encode())])
         else:
-            await _respond(send, 404, {"error": f"no route for {method} {path}"})
+            await _respond(send, 404, {"error": f"no route for {method} {scope['path']}"})
 
     async def _ingest(self, scope: dict[str, Any], receive: Receive, send: Send, batch: bool) -> None:
         headers = _headers(scope)
         try:
             user_id = self.verifier.user_id(headers.get(b"authorization"))
         except AuthError as exc:
-            metrics.received_rejected.inc()
+            _refused("unauthorized")
             await _respond(send, 401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
             return
         try:
             copied = _copied_headers(headers)
-            body = await self._read_body(headers, receive)
+            body = self._decoded_body(await self._read_body(headers, receive), headers)
             if batch:
                 decoded = self._decode_batch(body, headers)
-                events, rejected = decoded.events, decoded.rejected
             else:
-                events, rejected = [decode_event(body)], []
+                decoded = DecodedBatch(events=[decode_event(body)], positions=[0])
         except InvalidEvent as exc:
-            metrics.received_rejected.inc()
+            _refused(_REFUSAL_REASONS.get(exc.status, "invalid"))
             await _respond(send, exc.status, _error(exc.message, exc.field))
             return
         except TimeoutError:
-            metrics.received_rejected.inc()
+            _refused("timeout")
             await _respond(send, 408, {"error": "request body not received in time"})
             return
+        except ClientDisconnected:
+            # The client left before the end of its body: the request never happened, nothing is kept.
+            _refused("aborted")
+            return
+
+        events = decoded.events
+        retry_after = None
+        if self.rate_limiter is not None and events:
+            granted = self.rate_limiter.take(user_id, len(events))
+            if granted < len(events):
+                metrics.received_rate_limited.inc(len(events) - granted)
+                retry_after = str(self.rate_limiter.retry_after_seconds(user_id)).encode()
+                if granted == 0:
+                    metrics.requests_refused.labels("rate_limited").inc()
+                    await _respond(send, 429, {"error": "rate limit exceeded: RATE_LIMIT_PER_USER events a second"},
+                                   [(b"retry-after", retry_after)])
+                    return
+                limited = decoded.positions[granted:]
+                decoded.rejected.extend(decoded.rejection(position, "rate limit exceeded", None, 429)
+                                        for position in limited)
+                decoded.rejected.sort(key=lambda rejection: rejection.index)
+                events = events[:granted]
 
         received_at = time.time()
         environment = self.settings.server_environment
@@ -133,25 +162,35 @@ class CollectorApp:
             await _unavailable(send, "the collector cannot store the events now")
             return
         (metrics.received_created if status == CREATED else metrics.received_pending).inc(len(envelopes))
-        if rejected:
-            metrics.received_rejected.inc(len(rejected))
+        rejected = decoded.rejected
+        invalid = sum(1 for rejection in rejected if rejection.status != 429)
+        if invalid:
+            metrics.received_rejected.inc(invalid)
         if not batch:
             start, body = _STATUS_ANSWERS[status]
             await send(start)
             await send(body)
             return
+        extra = [(b"retry-after", retry_after)] if retry_after is not None else []
         await _respond(send, 200, {
             "status": status,
             "accepted": len(envelopes),
-            "rejected": [{"index": position, **_error(reason, field)} for position, reason, field in rejected],
-        })
+            "rejected": [_rejection(rejection) for rejection in rejected],
+        }, extra)
+
+    def _decoded_body(self, body: bytes, headers: dict[bytes, bytes]) -> bytes:
+        """The body with its Content-Encoding undone: gzip (bounded: a bomb stops at MAX_BODY_BYTES)."""
+        encoding = headers.get(b"content-encoding")
+        if encoding is None:
+            return body
+        encoding = encoding.strip().lower()
+        if encoding == b"gzip":
+            return inflate(body, self.settings.max_body_bytes)
+        if encoding in (b"identity", b""):
+            return body
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}: use gzip")
 
     def _decode_batch(self, body: bytes, headers: dict[bytes, bytes]) -> DecodedBatch:
-        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
-        if encoding == b"gzip":
-            body = inflate(body, self.settings.max_body_bytes)
-        elif encoding != b"identity":
-            raise InvalidEvent(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}: use gzip")
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         return decode_batch(body, content_type == b"application/x-ndjson", self.settings.batch_max_events)
 
@@ -168,6 +207,8 @@ class CollectorApp:
             chunks, size = [], 0
             while True:
                 message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
@@ -183,6 +224,28 @@ class CollectorApp:
             self.deadlines.stop(task)
 
 
+class ClientDisconnected(Exception):
+    """The client closed the connection before sending its whole body (never leaves this module)."""
+
+
+# 4xx statuses of InvalidEvent and its subclasses, as the `reason` label of requests_refused.
+_REFUSAL_REASONS = {413: "too_large", 415: "unsupported_encoding"}
+
+
+def _refused(reason: str) -> None:
+    metrics.requests_refused.labels(reason).inc()
+    metrics.received_rejected.inc()
+
+
+def _rejection(rejection: Rejection) -> dict[str, Any]:
+    answer: dict[str, Any] = {"index": rejection.index, "status": rejection.status, "error": rejection.reason}
+    if rejection.field is not None:
+        answer["field"] = rejection.field
+    if rejection.line is not None:
+        answer["line"] = rejection.line
+    return answer
+
+
 def _error(message: str, field: str | None) -> dict[str, str]:
     return {"error": message} if field is None else {"error": message, "field": field}
 
@@ -195,11 +258,20 @@ def _copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}
     for wire_name, name in COPIED_HEADERS:
         value = headers.get(wire_name)
-        text = None if value is None else value.decode("utf-8", "replace")
+        text = None if value is None else _header_text(value)
         if text is not None and len(text) > MAX_STRING_CHARS:
             raise InvalidEvent(f"header {name} is longer than {MAX_STRING_CHARS} characters", name)
         copied[name] = text
     return copied
+
+
+def _header_text(value: bytes) -> str:
+    """Header bytes as text: UTF-8 when they are (what apps send), else latin-1, as HTTP defines them;
+    never a U+FFFD in place of a byte the client sent."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 async def _respond(send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -13,11 +13,28 @@ from .validation import EventBody, decode_event
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """One refused event of a batch. `index` is its zero-based position in the body: the array element,
+    or the NDJSON line with blank lines counted, so that `line` (one-based, NDJSON only) is index + 1."""
+
+    index: int
+    reason: str
+    field: str | None = None
+    line: int | None = None
+    status: int = 400
+
+
 @dataclass
 class DecodedBatch:
     events: list[EventBody] = field(default_factory=list)
-    # (position in the batch, reason, field or None) of each event that was refused.
-    rejected: list[tuple[int, str, str | None]] = field(default_factory=list)
+    # The position in the body of each event, in the order of `events`.
+    positions: list[int] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    ndjson: bool = False
+
+    def rejection(self, position: int, reason: str, field: str | None, status: int = 400) -> Rejection:
+        return Rejection(position, reason, field, position + 1 if self.ndjson else None, status)
 
 
 def inflate(body: bytes, limit: int) -> bytes:
@@ -40,20 +57,21 @@ def decode_batch(body: bytes, ndjson: bool, max_events: int) -> DecodedBatch:
     items = _ndjson_items(body) if ndjson else _array_items(body)
     if len(items) > max_events:
         raise BodyTooLarge(f"batch has {len(items)} events, more than BATCH_MAX_EVENTS ({max_events})")
-    batch = DecodedBatch()
-    for position, item in enumerate(items):
+    batch = DecodedBatch(ndjson=ndjson)
+    for position, item in items:
         try:
             batch.events.append(decode_event(item))
+            batch.positions.append(position)
         except InvalidEvent as exc:
-            batch.rejected.append((position, exc.message, exc.field))
+            batch.rejected.append(batch.rejection(position, exc.message, exc.field))
     return batch
 
 
-def _array_items(body: bytes) -> list[bytes]:
+def _array_items(body: bytes) -> list[tuple[int, bytes]]:
     if not body.strip():
         raise InvalidEvent("request body is empty")
     try:
-        return [bytes(raw) for raw in _decode_array(body)]
+        return list(enumerate(bytes(raw) for raw in _decode_array(body)))
     except msgspec.ValidationError:
         raise InvalidEvent("a batch must be a JSON array of events, or NDJSON with Content-Type "
                            "application/x-ndjson") from None
@@ -61,8 +79,9 @@ def _array_items(body: bytes) -> list[bytes]:
         raise InvalidEvent(f"body is not a valid JSON array: {exc}") from None
 
 
-def _ndjson_items(body: bytes) -> list[bytes]:
-    items = [line for line in body.split(b"\n") if line.strip()]
+def _ndjson_items(body: bytes) -> list[tuple[int, bytes]]:
+    # Blank lines carry no event but keep their number, so positions are the body's own line numbers.
+    items = [(number, line) for number, line in enumerate(body.split(b"\n")) if line.strip()]
     if not items:
         raise InvalidEvent("request body is empty")
     return items

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import sqlite3
 import time
 import uuid
@@ -21,6 +20,7 @@ import msgspec
 
 from ..envelope import Envelope
 from ..exceptions import StoreError, StoreFull
+from ..retry import backoff_seconds
 from .base import Failure, PendingStatistics
 from .maintenance import dead_letter_pending
 
@@ -312,9 +312,7 @@ class SqliteStore:
             failure.envelope.pending_id = row_id
 
     def _backoff_seconds(self, attempts: int) -> float:
-        # Exponential with full jitter over the upper half, so retries of one outage spread out.
-        ceiling = min(self._backoff_max_seconds, self._backoff_base_seconds * 2 ** min(attempts, 30))
-        return ceiling * random.uniform(0.5, 1.0)
+        return backoff_seconds(attempts, self._backoff_base_seconds, self._backoff_max_seconds)
 
     async def dead_letter(self, failures: list[Failure]) -> None:
         if failures:

@@ -10,6 +10,7 @@ from ..buffer import Buffer
 from ..envelope import Envelope
 from ..exceptions import OpenSearchUnavailable, StoreError
 from ..pending import Failure, PendingStore
+from ..retry import Backoff
 from .bulk import bulk_body, classify
 from .client import OpenSearchClient
 from .template import TemplateGuard
@@ -27,6 +28,8 @@ class Shipper:
         self._flush_interval_seconds = flush_interval_seconds
         # The batch being shipped, so that a shutdown that cancels this shipper can keep it.
         self.in_flight: list[Envelope] = []
+        self._setback = False
+        self._backoff = Backoff(base_seconds=0.5, max_seconds=10.0)
 
     async def run(self) -> None:
         """Ship until the buffer is closed and empty."""
@@ -38,13 +41,31 @@ class Shipper:
                     return
                 continue
             self.in_flight = batch
+            self._setback = False
             try:
-                await self.ship(batch)
+                if not await self.ship(batch):
+                    self._setback = True
             except Exception:
                 # A bug must not cost the batch, nor this shipper: keep the events for a later attempt.
                 log.exception("shipping a batch of %d failed unexpectedly; keeping it for retry", len(batch))
+                self._setback = True
                 await self._keep([Failure(e, "unexpected shipper error") for e in batch], count_attempt=False)
             self.in_flight = []
+            await self._back_off_after_setback()
+
+    async def _back_off_after_setback(self) -> None:
+        """After a batch OpenSearch did not take or the store could not keep, wait before the next one.
+
+        Without this, a batch put back into the buffer (store full, OpenSearch down) is taken again at
+        once and the shipper spins. The wait doubles up to a cap and ends at the first good batch; it is
+        cut short by a stop, so a drain never waits for it.
+        """
+        if not self._setback:
+            self._backoff.reset()
+            return
+        delay = self._backoff.next_delay()
+        if not self._buffer.closed:
+            await self._buffer.wait_closed(delay)
 
     async def ship(self, batch: list[Envelope]) -> bool:
         """Send one batch and settle every event's outcome; False when OpenSearch could not be reached."""
@@ -60,7 +81,8 @@ class Shipper:
             return False
         metrics.bulk_duration.observe(time.perf_counter() - started)
         outcome = classify(batch, status, body)
-        metrics.bulk_requests.labels("ok" if not outcome.retry else "failed").inc()
+        metrics.bulk_requests.labels(
+            "failed" if outcome.retry else "rejected" if outcome.rejected else "ok").inc()
         metrics.events_delivered.inc(len(outcome.delivered))
         try:
             await self._store.delivered(outcome.delivered)
@@ -70,6 +92,8 @@ class Shipper:
         if outcome.retry:
             log.warning("%d events kept for retry, first: %s", len(outcome.retry), outcome.retry[0].reason)
             await self._keep(outcome.retry, count_attempt=True)
+            if len(outcome.retry) == len(batch):
+                self._setback = True
         if outcome.rejected:
             log.error("%d events rejected by OpenSearch, dead-lettered, first: %s",
                       len(outcome.rejected), outcome.rejected[0].reason)
@@ -87,6 +111,7 @@ class Shipper:
             await self._store.retry_later(failures, count_attempt=count_attempt)
         except StoreError as exc:
             log.error("pending store failed, keeping %d events in memory: %s", len(failures), exc)
+            self._setback = True
             self._requeue([f.envelope for f in failures])
 
     def _requeue(self, envelopes: list[Envelope]) -> None:
