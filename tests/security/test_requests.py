@@ -159,3 +159,16 @@ def test_the_per_user_rate_limit_answers_429_and_spares_other_users(collector_fa
     assert "retry-after" in response.headers
     assert metric(limited, "event_collector_events_received_total", outcome="rate_limited") == 6
     assert metric(limited, "event_collector_requests_refused_total", reason="rate_limited") == 3
+
+
+def test_a_log_id_is_global_so_a_second_user_cannot_replace_the_first_users_event(served, opensearch):
+    # The decision of docs/security.md: `_id = log_id` across users, as the original and its dashboards
+    # have it; log_ids must be unguessable (UUIDs), and the first event with an id is the one kept.
+    first = served.http.post("/events", json=event("shared-id", label="first"), headers=served.auth("alice"))
+    assert first.status_code == 200
+    wait_until(lambda: opensearch.search(served.environment, {"term": {"log_id": "shared-id"}}), timeout=60)
+    second = served.http.post("/events", json=event("shared-id", label="second"), headers=served.auth("mallory"))
+    assert second.status_code == 200
+    indexed_after_marker(served, opensearch, {"shared-id"})
+    [hit] = opensearch.search(served.environment, {"term": {"log_id": "shared-id"}})
+    assert (hit["_source"]["user_id"], hit["_source"]["event_info"]["label"]) == ("alice", "first")
