@@ -75,13 +75,15 @@ class Collector:
             taken = self.buffer.offer_many(envelopes)
             if taken < len(envelopes):
                 await self._release_overflow(envelopes[taken:])
-        else:
-            if len(envelopes) > self.buffer.free_space:
-                # Refuse the whole request up front rather than buffer part of it and then fail.
-                self.store.check_room()
+        elif len(envelopes) <= self.buffer.free_space:
             taken = self.buffer.offer_many(envelopes)
-            if taken < len(envelopes):
+            if taken < len(envelopes):  # the buffer closed while the body was read: keep the rest
                 await self.store.add(envelopes[taken:], leased=False, enforce_cap=False)
+        else:
+            # Not all of it fits: the whole request goes to the store in one transaction, so that it is
+            # kept whole or refused whole, never buffered in part and then answered 503.
+            await self.store.add(envelopes, leased=False)
+            taken = 0
         if taken == len(envelopes):
             return CREATED
         self.replayer.overflowed()

@@ -36,3 +36,20 @@ def test_a_full_disk_during_an_outage_costs_no_cpu_and_few_log_lines(collector_f
 def log_records(collector) -> int:
     # Records, not lines: a traceback is one record over many lines.
     return len(re.findall(r"^\d{4}-\d\d-\d\d ", collector.log(), re.M))
+
+
+def test_memory_mode_refuses_a_batch_whole_when_the_store_cannot_take_its_overflow(collector_factory, opensearch):
+    # The buffer takes 50; the other 50 events of 8 KB must go to a store whose file may not pass 256 KB.
+    limit = 256 * 1024
+    collector = collector_factory(rlimits={resource.RLIMIT_FSIZE: (limit, limit)}, ACK_MODE="memory",
+                                  QUEUE_CAPACITY=50)
+    batch = [event(param={"padding": "p" * 8000}) for _ in range(100)]
+    response = collector.http.post("/events/batch", json=batch, headers=collector.auth())
+    assert response.status_code == 503 and "retry-after" in response.headers
+
+    marker = event()
+    assert collector.post_event(marker).status_code == 200
+    wait_until(lambda: marker["log_id"] in opensearch.log_id_counts(collector.environment), timeout=60,
+               message="an event sent afterwards indexed")
+    indexed = set(opensearch.log_id_counts(collector.environment))
+    assert not indexed & {e["log_id"] for e in batch}, "part of a batch answered 503 was delivered"
