@@ -88,7 +88,7 @@ def _serve(settings: Settings) -> int:
 
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     # Create the schema (or move a damaged file aside) once, before any worker process opens the store.
-    asyncio.run(_open_and_close(open_store(settings)))
+    asyncio.run(_open_and_close(open_store(settings, recover_damaged=True)))
     options = dict(
         host=settings.server_host,
         port=settings.server_port,

@@ -77,7 +77,7 @@ class _store:
     def __init__(self, settings: Settings) -> None:
         if not os.path.exists(settings.sqlite_path):
             raise StoreError(f"no pending store at {settings.sqlite_path} (check DATABASE_URL)")
-        self._store = open_store(settings, for_server=False)
+        self._store = open_store(settings)
 
     async def __aenter__(self) -> SqliteStore:
         await self._store.open()

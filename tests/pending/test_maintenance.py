@@ -124,10 +124,25 @@ async def test_the_tools_report_a_damaged_store_and_leave_it_alone(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pending.db"]
 
 
+async def test_a_worker_reports_a_damaged_store_and_never_moves_it(tmp_path):
+    # Only `serve` recovers, before workers start: a respawned worker that moved the file would strand
+    # what its live siblings acknowledge afterwards.
+    from event_collector.exceptions import StoreError
+    from event_collector.lifecycle import Collector
+    from event_collector.settings import Settings
+
+    path = tmp_path / "pending.db"
+    path.write_bytes(b"this is not a database" * 1000)
+    worker = Collector(Settings(jwt_secret="s", database_url=f"sqlite://{path}"))
+    with pytest.raises(StoreError, match="cannot open pending store"):
+        await worker.start()
+    assert [p.name for p in tmp_path.iterdir()] == ["pending.db"]
+
+
 async def test_an_unreadable_store_file_is_moved_aside_and_a_fresh_one_used(tmp_path, caplog):
     path = tmp_path / "pending.db"
     path.write_bytes(b"this is not a database" * 1000)
-    store = new_store(path)
+    store = new_store(path, recover_damaged=True)
     await store.open()
     try:
         await store.add([envelope(1)], leased=False)

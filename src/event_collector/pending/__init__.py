@@ -11,10 +11,12 @@ from .sqlite import SqliteStore
 __all__ = ["maintenance", "DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
 
 
-def open_store(settings: Settings, *, for_server: bool = True) -> SqliteStore:
+def open_store(settings: Settings, *, recover_damaged: bool = False) -> SqliteStore:
     """The store named by DATABASE_URL's scheme (not yet opened).
 
-    Only the server moves a damaged file aside; the operator's tools report it and touch nothing.
+    Only `serve`, once, before any worker process starts, may move a damaged file aside
+    (`recover_damaged`): a worker doing so while its siblings write would strand what they acknowledge
+    afterwards in a file nobody replays. Workers and the operator's tools report damage and touch nothing.
     """
     if settings.database_url.startswith("sqlite://"):
         return SqliteStore(
@@ -26,6 +28,6 @@ def open_store(settings: Settings, *, for_server: bool = True) -> SqliteStore:
             backoff_max_seconds=settings.retry_backoff_max_seconds,
             max_bytes=settings.pending_max_bytes,
             synchronous=settings.sqlite_synchronous.upper(),
-            recover_damaged=for_server,
+            recover_damaged=recover_damaged,
         )
     raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")

@@ -74,7 +74,7 @@ class SqliteStore:
         backoff_max_seconds: float = 600.0,
         max_bytes: int = 1 << 30,
         synchronous: str = "NORMAL",
-        recover_damaged: bool = True,
+        recover_damaged: bool = False,
     ) -> None:
         self.path = path
         self._recover_damaged = recover_damaged
