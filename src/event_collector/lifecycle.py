@@ -24,8 +24,10 @@ PENDING = "pending"
 
 
 class Collector:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, runs_janitor: bool = True) -> None:
+        """`runs_janitor`: whether this process does the store's maintenance (one process per store)."""
         self.settings = settings
+        self.runs_janitor = runs_janitor
         self.buffer = Buffer(settings.queue_capacity, settings.bulk_size)
         self.store = open_store(settings)
         self.client = OpenSearchClient(settings.opensearch_url, settings.open_search_timeout_seconds,
@@ -47,6 +49,7 @@ class Collector:
         self.accepting = False
         self._shipper_tasks: list[asyncio.Task] = []
         self._background: list[asyncio.Task] = []
+        self._heartbeat: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -55,13 +58,14 @@ class Collector:
         self._background = [
             asyncio.create_task(self.template.install_in_background(), name="template"),
             asyncio.create_task(self.replayer.run(), name="replayer"),
-            asyncio.create_task(self.janitor.run(), name="janitor"),
-            # Last, so that stop() can keep it beating while the buffer drains.
-            asyncio.create_task(self.janitor.run_heartbeat(), name="heartbeat"),
         ]
+        if self.runs_janitor:
+            self._background.append(asyncio.create_task(self.janitor.run(), name="janitor"))
+        # Apart from the others, so that stop() can keep it beating while the buffer drains.
+        self._heartbeat = asyncio.create_task(self.janitor.run_heartbeat(), name="heartbeat")
         self.accepting = True
-        log.info("collector started: %d shippers, buffer of %d, ack mode %s",
-                 len(self.shippers), self.buffer.capacity, self.settings.ack_mode)
+        log.info("collector started: %d shippers, buffer of %d, ack mode %s%s", len(self.shippers),
+                 self.buffer.capacity, self.settings.ack_mode, ", runs the store's janitor" if self.runs_janitor else "")
 
     async def accept(self, envelopes: list[Envelope]) -> str:
         """Take events answered 2xx; "created" when all are buffered, "pending" when any was stored.
@@ -101,15 +105,15 @@ class Collector:
         self.accepting = False
         self.buffer.close()
         # The heartbeat goes on until the end: while this process drains, its leases must hold.
-        heartbeat, others = self._background[-1], self._background[:-1]
-        for task in others:
+        for task in self._background:
             task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         try:
             await self._drain()
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                await asyncio.gather(self._heartbeat, return_exceptions=True)
             metrics.buffer_events.set(0)
             await self.client.close()
             await self.store.close()

@@ -2,64 +2,101 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Literal, Mapping
 
+import msgspec
 from dotenv import dotenv_values
+from msgspec import Meta
 
 from .exceptions import ConfigError
 
 ACK_MODES = ("durable", "memory")
 
+# Constraints, checked when the settings are read: a value that would break the process (a zero timeout
+# that spins the loop, zero attempts that dead-letter everything, nan) stops start-up naming the variable.
+_AtLeastOne = Annotated[int, Meta(ge=1)]
+_Port = Annotated[int, Meta(ge=0, le=65535)]
+_NotNegative = Annotated[int, Meta(ge=0)]
+# Positive and finite (nan fails every comparison, so it is refused too); a week bounds any interval.
+_Seconds = Annotated[float, Meta(gt=0, le=7 * 86400)]
+_GraceSeconds = Annotated[float, Meta(ge=0, le=86400)]
+_Days = Annotated[float, Meta(gt=0, le=36500)]
+_Rate = Annotated[float, Meta(ge=0, le=1e9)]
+# Index names are lowercase and cannot hold these characters (OpenSearch would refuse every document).
+_Environment = Annotated[str, Meta(min_length=1, max_length=100, pattern=r'^[^A-Z\\/*?"<>| ,#:_+-][^A-Z\\/*?"<>| ,#:]*$')]
 
-@dataclass(frozen=True)
-class Settings:
+
+def _available_cpus() -> int:
+    """CPUs this process may use: its affinity, lowered by a cgroup CPU quota (a container's limit)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time the cgroup may use (e.g. 1.5 for `--cpus 1.5`), or None when unlimited."""
+    try:  # cgroup v2
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The original Rust collector's names keep their meaning.
     open_search_dns: str = "http://localhost:9200"
     server_host: str = "0.0.0.0"
-    server_port: int = 3000
-    # Worker processes, each running the whole pipeline over the one shared pending store.
-    server_workers: int = os.cpu_count() or 1
+    server_port: _Port = 3000
+    # Worker processes, each running the whole pipeline over the one shared pending store. The default is
+    # the CPUs this process may use, a container's CPU quota included.
+    server_workers: _AtLeastOne = msgspec.field(default_factory=_available_cpus)
     jwt_secret: str = ""
-    server_environment: str = "local"
+    server_environment: _Environment = "local"
     database_url: str = "sqlite://sqlite3.db"
     # Pipeline.
-    queue_capacity: int = 100_000
-    bulk_workers: int = 10
-    bulk_size: int = 1000
-    flush_interval_seconds: float = 10.0
-    pending_replay_interval_seconds: float = 60.0
-    shutdown_grace_seconds: float = 30.0
-    open_search_timeout_seconds: float = 30.0
+    queue_capacity: _AtLeastOne = 100_000
+    bulk_workers: _AtLeastOne = 10
+    bulk_size: _AtLeastOne = 1000
+    flush_interval_seconds: _Seconds = 10.0
+    pending_replay_interval_seconds: _Seconds = 60.0
+    shutdown_grace_seconds: _GraceSeconds = 30.0
+    open_search_timeout_seconds: _Seconds = 30.0
     # Input limits.
-    max_body_bytes: int = 1024 * 1024
-    batch_max_events: int = 1000
-    body_read_timeout_seconds: float = 30.0
+    max_body_bytes: _AtLeastOne = 1024 * 1024
+    batch_max_events: _AtLeastOne = 1000
+    body_read_timeout_seconds: _Seconds = 30.0
     # Connection-level limits for a public endpoint (docs/security.md): enforced by api/protocol.py
     # before a request reaches the app, so one client cannot hold memory, CPU or sockets.
-    max_header_line_bytes: int = 16 * 1024
-    max_header_bytes: int = 64 * 1024
-    max_headers: int = 100
-    header_read_timeout_seconds: float = 10.0
-    max_connections: int = 10_000
+    max_header_line_bytes: _AtLeastOne = 16 * 1024
+    max_header_bytes: _AtLeastOne = 64 * 1024
+    max_headers: _AtLeastOne = 100
+    header_read_timeout_seconds: _Seconds = 10.0
+    max_connections: _AtLeastOne = 10_000
     # Events per second each user (token `sub`) may send, with a burst; 0 turns the limit off.
-    rate_limit_per_user: float = 0.0
-    rate_limit_burst: int = 0
+    rate_limit_per_user: _Rate = 0.0
+    rate_limit_burst: _NotNegative = 0
     # How long a replayed row stays claimed before another replayer may take it again.
-    pending_lease_seconds: float = 300.0
-    retry_backoff_base_seconds: float = 1.0
-    retry_backoff_max_seconds: float = 600.0
-    max_delivery_attempts: int = 20
+    pending_lease_seconds: _Seconds = 300.0
+    retry_backoff_base_seconds: _Seconds = 1.0
+    retry_backoff_max_seconds: _Seconds = 600.0
+    max_delivery_attempts: _AtLeastOne = 20
     # A process that has not beaten for this long is taken for dead, and its leases are void.
-    pending_owner_timeout_seconds: float = 30.0
-    pending_retention_days: float = 7.0
-    dead_letter_retention_days: float = 30.0
-    pending_max_bytes: int = 1 << 30
-    janitor_interval_seconds: float = 300.0
-    ack_mode: str = "durable"
-    sqlite_synchronous: str = "NORMAL"
+    pending_owner_timeout_seconds: _Seconds = 30.0
+    pending_retention_days: _Days = 7.0
+    dead_letter_retention_days: _Days = 30.0
+    pending_max_bytes: _AtLeastOne = 1 << 30
+    janitor_interval_seconds: _Seconds = 300.0
+    ack_mode: Literal["durable", "memory"] = "durable"
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
     @property
     def sqlite_path(self) -> str:
@@ -71,11 +108,16 @@ class Settings:
     def opensearch_url(self) -> str:
         return self.open_search_dns.rstrip("/")
 
-    def for_one_worker(self) -> "Settings":
-        """One worker's share: QUEUE_CAPACITY and BULK_WORKERS are totals over all worker processes."""
-        workers = self.server_workers
-        return replace(self, queue_capacity=-(-self.queue_capacity // workers),
-                       bulk_workers=-(-self.bulk_workers // workers))
+    def for_one_worker(self, slot: int) -> "Settings":
+        """The share of worker `slot` (0 to SERVER_WORKERS - 1): QUEUE_CAPACITY and BULK_WORKERS are totals
+        over all worker processes, shared out so that the shares add up to them. Every worker needs one
+        shipper, so a BULK_WORKERS below SERVER_WORKERS becomes one per worker."""
+        return msgspec.structs.replace(self, queue_capacity=max(1, _share(self.queue_capacity, self.server_workers, slot)),
+                                       bulk_workers=max(1, _share(self.bulk_workers, self.server_workers, slot)))
+
+
+def _share(total: int, parts: int, slot: int) -> int:
+    return total // parts + (1 if slot < total % parts else 0)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -85,39 +127,33 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
 
-    kwargs = {}
-    for field in fields(Settings):
-        raw = values.get(field.name.upper())
-        if raw is None:
-            continue
-        kind = type(field.default)
-        try:
-            kwargs[field.name] = kind(raw) if kind is not str else raw
-        except ValueError:
-            raise ConfigError(f"{field.name.upper()} must be {kind.__name__}, got {raw!r}") from None
-    settings = Settings(**kwargs)
-    _check(settings)
+    raw = {field.name: values[field.name.upper()] for field in msgspec.structs.fields(Settings)
+           if field.name.upper() in values}
+    if "sqlite_synchronous" in raw:
+        raw["sqlite_synchronous"] = raw["sqlite_synchronous"].upper()
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc), raw)) from None
+    settings.sqlite_path  # noqa: B018 - validates the URL scheme early
+    if settings.retry_backoff_max_seconds < settings.retry_backoff_base_seconds:
+        raise ConfigError("RETRY_BACKOFF_MAX_SECONDS must not be below RETRY_BACKOFF_BASE_SECONDS")
     return settings
 
 
-def _check(settings: Settings) -> None:
-    for name in ("server_workers", "queue_capacity", "bulk_workers", "bulk_size", "max_body_bytes",
-                 "batch_max_events", "max_header_line_bytes", "max_header_bytes", "max_headers",
-                 "max_connections"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name.upper()} must be at least 1")
-    for name in ("flush_interval_seconds", "pending_replay_interval_seconds", "open_search_timeout_seconds",
-                 "pending_owner_timeout_seconds", "janitor_interval_seconds", "header_read_timeout_seconds",
-                 "body_read_timeout_seconds"):
-        if not getattr(settings, name) > 0:  # also refuses nan
-            raise ConfigError(f"{name.upper()} must be positive")
-    if not 0 <= settings.rate_limit_per_user < float("inf") or settings.rate_limit_burst < 0:
-        raise ConfigError("RATE_LIMIT_PER_USER and RATE_LIMIT_BURST must be finite and not negative")
-    if settings.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
-        raise ConfigError(f"SQLITE_SYNCHRONOUS must be NORMAL or FULL, got {settings.sqlite_synchronous!r}")
-    if settings.ack_mode not in ACK_MODES:
-        raise ConfigError(f"ACK_MODE must be one of {', '.join(ACK_MODES)}, got {settings.ack_mode!r}")
-    settings.sqlite_path  # noqa: B018 - validates the URL scheme early
+# Said in words where msgspec would quote a regular expression.
+_EXPECTED = {"server_environment": 'part of an index name: lowercase, none of \\ / * ? " < > | , # : or space, '
+                                   "not starting with _ - +"}
+
+
+def _explain(message: str, raw: Mapping[str, str]) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.bulk_size`" as "BULK_SIZE='0': expected `int` >= 1"."""
+    problem, _, where = message.partition(" - at `$.")
+    name = where.rstrip("`")
+    if not name:
+        return message
+    expected = _EXPECTED.get(name) or f"{problem[0].lower()}{problem[1:]}"
+    return f"{name.upper()}={raw.get(name, '')!r}: {expected}"
 
 
 def require_jwt_secret(settings: Settings) -> None:

@@ -13,6 +13,7 @@ def test_two_workers_share_the_store_and_deliver_every_event_once(collector_fact
     statuses = asyncio.run(send_all(collector.url, collector.token(), events, concurrency=16))
     assert statuses == [200] * len(events)
     assert len(re.findall(r"collector started: 5 shippers, buffer of 200", collector.log())) == 2
+    assert collector.log().count("runs the store's janitor") == 1
 
     wait_until(lambda: opensearch.count(collector.environment) >= len(events), timeout=120, message="all indexed")
     counts = opensearch.log_id_counts(collector.environment)

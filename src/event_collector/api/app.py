@@ -289,8 +289,15 @@ async def _unavailable(send: Send, reason: str) -> None:
 
 
 def create_app() -> CollectorApp:
-    """The app of one worker process (uvicorn's factory): settings from the environment, its share of the
-    buffer and shippers."""
-    from ..settings import load_settings
+    """The app of one of several worker processes (uvicorn's factory): settings from the environment, its
+    slot's share of the buffer and shippers; the worker in slot 0 also runs the store's janitor."""
+    import os
 
-    return CollectorApp(load_settings().for_one_worker())
+    from ..metrics import MULTIPROCESS_DIR_VARIABLE
+    from ..settings import load_settings
+    from ..worker_slots import claim_slot
+
+    settings = load_settings()
+    slot = claim_slot(os.environ[MULTIPROCESS_DIR_VARIABLE], settings.server_workers)
+    share = settings.for_one_worker(slot)
+    return CollectorApp(share, Collector(share, runs_janitor=slot == 0))

@@ -1,0 +1,72 @@
+import pytest
+
+from event_collector.exceptions import ConfigError
+from event_collector.settings import cgroup_cpu_quota, load_settings
+
+
+def load(**environ: str):
+    return load_settings(environ, env_file=None)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("BODY_READ_TIMEOUT_SECONDS", "0"),
+    ("MAX_DELIVERY_ATTEMPTS", "0"),
+    ("PENDING_LEASE_SECONDS", "0"),
+    ("FLUSH_INTERVAL_SECONDS", "nan"),
+    ("RETRY_BACKOFF_BASE_SECONDS", "nan"),
+    ("PENDING_RETENTION_DAYS", "-1"),
+    ("SHUTDOWN_GRACE_SECONDS", "inf"),
+    ("RATE_LIMIT_PER_USER", "nan"),
+    ("QUEUE_CAPACITY", "ten"),
+    ("SERVER_PORT", "70000"),
+    ("ACK_MODE", "fast"),
+    ("SQLITE_SYNCHRONOUS", "OFF"),
+    ("SERVER_ENVIRONMENT", "Prod"),
+    ("SERVER_ENVIRONMENT", "a b"),
+    ("SERVER_ENVIRONMENT", "_hidden"),
+    ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+])
+def test_a_setting_that_would_break_the_process_stops_start_up_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load(**{name: value})
+
+
+def test_valid_values_are_read_with_their_types():
+    settings = load(QUEUE_CAPACITY="50", FLUSH_INTERVAL_SECONDS="0.5", SQLITE_SYNCHRONOUS="full",
+                    SERVER_ENVIRONMENT="prod-eu_1", ACK_MODE="memory")
+    assert (settings.queue_capacity, settings.flush_interval_seconds) == (50, 0.5)
+    assert (settings.sqlite_synchronous, settings.server_environment, settings.ack_mode) == ("FULL", "prod-eu_1",
+                                                                                           "memory")
+
+
+def test_the_longest_backoff_may_not_be_below_the_first():
+    with pytest.raises(ConfigError, match="RETRY_BACKOFF_MAX_SECONDS"):
+        load(RETRY_BACKOFF_BASE_SECONDS="10", RETRY_BACKOFF_MAX_SECONDS="5")
+
+
+@pytest.mark.parametrize(("total", "workers"), [(10, 3), (100_000, 7), (10, 10), (1000, 1)])
+def test_worker_shares_add_up_to_the_totals(total, workers):
+    settings = load(SERVER_WORKERS=str(workers), BULK_WORKERS=str(total), QUEUE_CAPACITY=str(total))
+    shares = [settings.for_one_worker(slot) for slot in range(workers)]
+    assert sum(s.bulk_workers for s in shares) == total
+    assert sum(s.queue_capacity for s in shares) == total
+    assert max(s.bulk_workers for s in shares) - min(s.bulk_workers for s in shares) <= 1
+
+
+def test_every_worker_gets_one_shipper_even_when_there_are_fewer_than_workers():
+    settings = load(SERVER_WORKERS="64", BULK_WORKERS="10")
+    assert [settings.for_one_worker(slot).bulk_workers for slot in (0, 9, 10, 63)] == [1, 1, 1, 1]
+
+
+def test_the_cgroup_cpu_quota_is_read_from_v2_or_v1(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.0
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(tmp_path) is None
