@@ -352,3 +352,117 @@ def assert_delivered_exactly_once(name: str, load_or_accepted, node_client: Open
     # sent, so that is no loss; what counts is that every 2xx is there, once.
     assert accepted <= set(counts)
     return counts
+
+
+class StallingProxy:
+    """A TCP proxy to a port on this machine that, when paused, keeps every connection open but forwards
+    nothing. `upstream_port` may change while it runs (e.g. from a closed port to OpenSearch's)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self.delay_seconds = 0.0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self.forwarding.wait()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        except OSError:
+            client.close()
+            return
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.forwarding.wait()  # paused: hold the bytes, keep both ends open
+                if self.delay_seconds:
+                    time.sleep(self.delay_seconds)  # a slow network or cluster, by design of the test
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.forwarding.set()
+        self.listener.close()
+
+
+class Nginx:
+    """A real nginx (Debian's package) in front of the test OpenSearch node, configured per test: a proxy
+    with a body limit, or one that wants credentials the collector does not have."""
+
+    def __init__(self, state_dir: Path, upstream: str = OPENSEARCH_URL) -> None:
+        self.dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.upstream = upstream
+        self.process: subprocess.Popen | None = None
+
+    def configure(self, max_body: str = "100m", require_password: bool = False) -> None:
+        (self.dir / "htpasswd").write_text("operator:{PLAIN}secret\n")
+        auth = f'auth_basic "opensearch"; auth_basic_user_file {self.dir}/htpasswd;' if require_password else ""
+        temp = " ".join(f"{kind}_temp_path {self.dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
+                                                                             "uwsgi", "scgi"))
+        (self.dir / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+# Workers as the master's user: the test's private directory holds their temporary files. (nginx ignores
+# this, with a warning, when not started as root.)
+user root;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    {temp}
+    server {{
+        listen 127.0.0.1:{self.port};
+        client_max_body_size {max_body};
+        location / {{ {auth} proxy_pass {self.upstream}; }}
+    }}
+}}
+""")
+        if self.process is not None:
+            subprocess.run(["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-s", "reload"],
+                           check=True, capture_output=True, timeout=30)
+
+    def start(self, **config: Any) -> "Nginx":
+        self.configure(**config)
+        self.process = subprocess.Popen(["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+                                        stderr=subprocess.DEVNULL)
+        wait_until(lambda: _port_open(self.port), timeout=30, message="nginx to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

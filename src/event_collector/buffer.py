@@ -27,7 +27,7 @@ class Buffer:
     def __init__(self, capacity: int, batch_size: int, batch_max_bytes: int = 16 * 1024 * 1024) -> None:
         self.capacity = capacity
         self._batch_size = batch_size
-        self._batch_max_bytes = batch_max_bytes
+        self.batch_max_bytes = batch_max_bytes
         self._items: deque[Envelope] = deque()
         self._batch_ready = asyncio.Event()
         self._closed_event = asyncio.Event()
@@ -84,7 +84,7 @@ class Buffer:
         items = self._items
         while items and len(batch) < limit:
             size = len(items[0].document)
-            if batch and batch_bytes + size > self._batch_max_bytes:
+            if batch and batch_bytes + size > self.batch_max_bytes:
                 break
             batch.append(items.popleft())
             batch_bytes += size

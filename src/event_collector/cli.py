@@ -81,36 +81,48 @@ def _tool(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    import functools
+
     import uvicorn
 
+    from .api.protocol import CollectorHttpProtocol, ConnectionLimits, connection_cap
     from .metrics import MULTIPROCESS_DIR_VARIABLE
     from .pending import open_store
 
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     # Create the schema (or move a damaged file aside) once, before any worker process opens the store.
     asyncio.run(_open_and_close(open_store(settings, recover_damaged=True)))
+    # Raised here, once, so every worker process inherits the open-file limit and the warning is not repeated.
+    limits = ConnectionLimits.from_settings(settings, connection_cap(settings.max_connections))
     options = dict(
         host=settings.server_host,
         port=settings.server_port,
         loop="uvloop",
-        http="httptools",
+        # httptools with header limits, a header timeout, a connection cap and lingering close
+        # (api/protocol.py); uvicorn's own limit_concurrency answers 503 only once a head is complete and
+        # without Retry-After, so it is not used.
+        http=functools.partial(CollectorHttpProtocol, limits=limits),
         lifespan="on",
         access_log=False,
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # The whole stop keeps within SHUTDOWN_GRACE_SECONDS: requests in progress get at most that, the
+        # drain what is left of it (Collector.watch_stop_signals). uvicorn reads 0 as "no limit".
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds or 0.001,
         log_config=_log_config(),
     )
-    # uvicorn re-raises the stop signal once its graceful shutdown is done; with this handler in place
-    # the process then exits 0, telling a supervisor the stop was clean.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, _exit_after_graceful_stop)
     if settings.server_workers == 1:
         from .api.app import CollectorApp
 
-        server = uvicorn.Server(uvicorn.Config(CollectorApp(settings), **options))
+        app = CollectorApp(settings)
+        # uvicorn re-raises the stop signal once its graceful shutdown is done; this handler then exits 0
+        # when the stop kept every acknowledged event (shipped or stored), 1 when it could not or was
+        # skipped (a second Ctrl-C), telling a supervisor what happened.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, lambda signum, frame: _exit(app.collector.stopped_cleanly))
+        server = uvicorn.Server(uvicorn.Config(app, **options))
         server.run()
-        return 0 if server.started else 1
+        return 0 if server.started and app.collector.stopped_cleanly else 1
     with tempfile.TemporaryDirectory(prefix="event-collector-metrics-") as metrics_dir:
         os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
         uvicorn.run("event_collector.api.app:create_app", factory=True, workers=settings.server_workers, **options)
@@ -138,8 +150,11 @@ async def _open_and_close(store) -> None:
     await store.close()
 
 
-def _exit_after_graceful_stop(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+def _exit(stopped_cleanly: bool) -> None:
+    if not stopped_cleanly:
+        logging.getLogger("event_collector").critical(
+            "stopped without keeping every acknowledged event: see the log above")
+    raise SystemExit(0 if stopped_cleanly else 1)
 
 
 def _duration(text: str) -> int:

@@ -1,9 +1,18 @@
-"""The Collector owns the pipeline's lifecycle: start, accept, drain, stop."""
+"""The Collector owns the pipeline's lifecycle: start, accept, drain, stop.
+
+Every background task runs supervised: one that raises is logged and started again after a back-off, so
+a bug costs a retry, not a silently dead part of the pipeline. The stop has one budget,
+SHUTDOWN_GRACE_SECONDS, counted from the stop signal: requests in progress, then shipping the buffer,
+then storing what is left.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
+from typing import Awaitable, Callable
 
 from . import metrics
 from .buffer import Buffer
@@ -12,8 +21,11 @@ from .exceptions import StoreError
 from .pending import open_store
 from .pending.janitor import Janitor
 from .pending.replayer import Replayer
+from .retry import Backoff, Breaker
 from .settings import Settings
+from .shipper.batcher import Batcher
 from .shipper.client import OpenSearchClient
+from .shipper.sender import Sender
 from .shipper.template import TemplateGuard
 from .shipper.worker import Shipper
 
@@ -33,52 +45,61 @@ class Collector:
         self.client = OpenSearchClient(settings.opensearch_url, settings.open_search_timeout_seconds,
                                        max_connections=settings.bulk_workers + 2)
         self.template = TemplateGuard(self.client, settings.server_environment)
-        self.shippers = [
-            Shipper(self.buffer, self.client, self.store, self.template, settings.flush_interval_seconds)
+        self.breaker = Breaker(base_seconds=1.0, max_seconds=30.0)
+        self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds)
+        self.senders = [
+            Sender(self.batcher, Shipper(self.buffer, self.client, self.store, self.template), self.breaker,
+                   self.buffer)
             for _ in range(settings.bulk_workers)
         ]
-        self.replayer = Replayer(self.store, self.buffer, settings.pending_replay_interval_seconds,
+        self.replayer = Replayer(self.store, self.buffer, self.breaker, settings.pending_replay_interval_seconds,
                                  settings.bulk_size)
         self.janitor = Janitor(
             self.store,
             interval_seconds=settings.janitor_interval_seconds,
-            heartbeat_seconds=settings.pending_owner_timeout_seconds / 3,
             pending_retention_days=settings.pending_retention_days,
             dead_letter_retention_days=settings.dead_letter_retention_days,
         )
         self.accepting = False
-        self._shipper_tasks: list[asyncio.Task] = []
+        # Whether stop() ran to its end with every event it held shipped or stored.
+        self.stopped_cleanly = False
+        self._stop_requested_at: float | None = None
+        self._shipping_tasks: list[asyncio.Task] = []
         self._background: list[asyncio.Task] = []
-        self._heartbeat: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.store.open()
         await self.client.open()
-        self._shipper_tasks = [asyncio.create_task(s.run(), name="shipper") for s in self.shippers]
+        self._shipping_tasks = [_supervise("batcher", self.batcher.run)]
+        self._shipping_tasks += [_supervise(f"sender-{n}", sender.run) for n, sender in enumerate(self.senders)]
         self._background = [
-            asyncio.create_task(self.template.install_in_background(), name="template"),
-            asyncio.create_task(self.replayer.run(), name="replayer"),
+            _supervise("template", self.template.install_in_background),
+            _supervise("replayer", self.replayer.run),
         ]
         if self.runs_janitor:
-            self._background.append(asyncio.create_task(self.janitor.run(), name="janitor"))
-        # Apart from the others, so that stop() can keep it beating while the buffer drains.
-        self._heartbeat = asyncio.create_task(self.janitor.run_heartbeat(), name="heartbeat")
+            self._background.append(_supervise("janitor", self.janitor.run))
         self.accepting = True
-        log.info("collector started: %d shippers, buffer of %d, ack mode %s%s", len(self.shippers),
+        log.info("collector started: %d shippers, buffer of %d, ack mode %s%s", len(self.senders),
                  self.buffer.capacity, self.settings.ack_mode, ", runs the store's janitor" if self.runs_janitor else "")
 
     async def accept(self, envelopes: list[Envelope]) -> str:
         """Take events answered 2xx; "created" when all are buffered, "pending" when any was stored.
 
-        In durable mode every event is committed to the pending store first (leased, so the replayer
-        leaves it alone while it is in memory). Raises StoreError, before keeping any of them, when the
-        events cannot all be kept.
+        In durable mode every event is committed to the pending store first: leased to this process while
+        it is in memory, so the replayer leaves it alone; unleased when the buffer has no room, for the
+        replayer to bring back. Raises StoreError, before keeping any of them, when the events cannot all
+        be kept.
         """
-        if self.settings.ack_mode == "durable":
+        if self.settings.ack_mode == "durable" and len(envelopes) <= self.buffer.free_space:
             await self.store.add(envelopes, leased=True)
             taken = self.buffer.offer_many(envelopes)
-            if taken < len(envelopes):
+            if taken < len(envelopes):  # others filled the buffer while this commit ran
                 await self._release_overflow(envelopes[taken:])
+        elif self.settings.ack_mode == "durable":
+            # The buffer is full (OpenSearch slow or down): the rows wait in the store unleased, written
+            # once, for the replayer to bring back when there is room.
+            await self.store.add(envelopes, leased=False)
+            taken = 0
         elif len(envelopes) <= self.buffer.free_space:
             taken = self.buffer.offer_many(envelopes)
             if taken < len(envelopes):  # the buffer closed while the body was read: keep the rest
@@ -97,44 +118,95 @@ class Collector:
         try:
             await self.store.release(overflow)
         except StoreError as exc:
-            # Already committed: they are replayed once their lease runs out. The answer stays 2xx.
-            log.warning("could not release %d stored events; they wait for their lease: %s", len(overflow), exc)
+            # Committed and leased to this live process, so nobody else replays them: the replayer
+            # offers them to the buffer itself once there is room. The answer stays 2xx.
+            log.warning("could not release %d stored events; the replayer holds them: %s", len(overflow), exc)
+            self.replayer.hold(overflow)
+
+    def watch_stop_signals(self) -> None:
+        """Note when a stop signal arrives, so that the whole stop keeps within SHUTDOWN_GRACE_SECONDS.
+
+        Called from the server's start-up, when its own handlers are in place: ours note the time and
+        hand the signal on to them.
+        """
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(stop_signal)
+            if callable(handler):
+                signal.signal(stop_signal, self._noting_stop(handler))
+
+    def _noting_stop(self, handler: Callable) -> Callable:
+        def note_and_pass_on(signum: int, frame: object) -> None:
+            if self._stop_requested_at is None:
+                self._stop_requested_at = time.monotonic()
+            handler(signum, frame)
+
+        return note_and_pass_on
+
+    def _grace_left(self) -> float:
+        started = self._stop_requested_at or time.monotonic()
+        return max(0.0, self.settings.shutdown_grace_seconds - (time.monotonic() - started))
 
     async def stop(self) -> None:
-        """Stop accepting, ship what the buffer holds within the grace period, store the rest."""
+        """Stop accepting, ship what the buffer holds within what is left of the grace, store the rest."""
         self.accepting = False
         self.buffer.close()
-        # The heartbeat goes on until the end: while this process drains, its leases must hold.
+        # The store beats from its open to its close, the last step: while this process drains, its leases hold.
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         try:
-            await self._drain()
+            self.stopped_cleanly = await self._drain()
+        except StoreError as exc:
+            log.critical("LOST the events held in memory: the pending store could not take them at stop: %s", exc)
         finally:
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-                await asyncio.gather(self._heartbeat, return_exceptions=True)
             metrics.buffer_events.set(0)
             await self.client.close()
             await self.store.close()
 
-    async def _drain(self) -> None:
-        grace = self.settings.shutdown_grace_seconds
+    async def _drain(self) -> bool:
+        """Ship, then store what is left; True when nothing was lost on the way."""
+        # While OpenSearch does not take requests, waiting for it would only spend the grace.
+        grace = 0.0 if self.breaker.is_open else self._grace_left()
         unfinished: set[asyncio.Task] = set()
-        if self._shipper_tasks:
-            _, unfinished = await asyncio.wait(self._shipper_tasks, timeout=grace)
-        if unfinished:
-            log.warning("grace period of %.0f s over: storing what is not shipped yet", grace)
+        if self._shipping_tasks:
+            _, unfinished = await asyncio.wait(self._shipping_tasks, timeout=grace)
+        if unfinished and self.breaker.is_open:
+            log.warning("OpenSearch does not take requests (%s): storing what is not shipped yet", self.breaker.reason)
+        elif unfinished:
+            log.warning("grace period of %.0f s over: storing what is not shipped yet",
+                        self.settings.shutdown_grace_seconds)
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        # Every shipper's batch, not only the cancelled ones': a shipper that died keeps its batch too.
-        left = [e for shipper in self.shippers for e in shipper.in_flight] + self.buffer.drain()
-        if not left:
-            return
-        held = [e for e in left if e.pending_id is not None]
-        try:
-            await self.store.add([e for e in left if e.pending_id is None], leased=False, enforce_cap=False)
-        finally:
-            await self._release_overflow(held)
-        log.info("stored %d events for delivery after restart", len(left))
+        # Every sender's batch, not only the cancelled ones': a sender that failed keeps its batch too.
+        left = [e for sender in self.senders for e in sender.in_flight] + self.replayer.release_held()
+        left += self.buffer.drain()
+        if left:
+            held = [e for e in left if e.pending_id is not None]
+            try:
+                await self.store.add([e for e in left if e.pending_id is None], leased=False, enforce_cap=False)
+            finally:
+                await self._release_overflow(held)
+            log.info("stored %d events for delivery after restart", len(left))
+        return self.lost_events() == 0
+
+    def lost_events(self) -> int:
+        return sum(sender.lost for sender in self.senders)
+
+
+def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task:
+    """Run a background task for the life of the collector, started again after a back-off if it raises."""
+
+    async def supervised() -> None:
+        restarts = Backoff(base_seconds=1.0, max_seconds=60.0)
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                delay = restarts.next_delay()
+                log.exception("task %s failed; starting it again in %.1f s", name, delay)
+                metrics.task_restarts.labels(name.split("-")[0]).inc()
+                await asyncio.sleep(delay)
+
+    return asyncio.create_task(supervised(), name=name)

@@ -7,9 +7,10 @@ then writes its values to files there, and `exposition` adds up all processes' v
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 REGISTRY = CollectorRegistry()
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -46,11 +47,29 @@ events_replayed = Counter(
 bulk_requests = Counter(
     "event_collector_bulk_requests_total",
     "_bulk requests, by result: ok (every event delivered), rejected (some dead-lettered, none to retry), "
-    "failed (some kept for retry), unreachable (no answer)",
+    "failed (some kept for retry), unreachable (no answer), paused (a whole-request 401, 403, 404, 408, "
+    "429 or 5xx), too_large (413)",
     ["result"], registry=REGISTRY,
 )
 bulk_duration = Histogram(
     "event_collector_bulk_request_duration_seconds", "Time of one _bulk request", registry=REGISTRY,
+)
+events_lost = Counter(
+    "event_collector_events_lost_total",
+    "Events answered 2xx that neither the store nor the buffer could keep (logged as CRITICAL)", registry=REGISTRY,
+)
+task_restarts = Counter(
+    "event_collector_task_restarts_total", "Background tasks that raised and were started again, by task",
+    ["task"], registry=REGISTRY,
+)
+delivery_pauses = Counter(
+    "event_collector_delivery_pauses_total",
+    "Bulk requests OpenSearch did not take (unreachable, overloaded, misconfigured): delivery paused",
+    registry=REGISTRY,
+)
+delivery_paused = Gauge(
+    "event_collector_delivery_paused", "1 while delivery is paused because OpenSearch does not take requests",
+    registry=REGISTRY, multiprocess_mode="livemax",
 )
 buffer_events = Gauge("event_collector_buffer_events", "Events waiting in the in-memory buffer", registry=REGISTRY,
                       multiprocess_mode="livesum")
@@ -58,8 +77,35 @@ buffer_events = Gauge("event_collector_buffer_events", "Events waiting in the in
 
 def exposition() -> tuple[bytes, str]:
     """The metrics page and its content type, over every worker process when there are several."""
-    if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+    directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if directory:
+        _forget_dead_workers(directory)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# The pending store (pending/).
+store_replaced = Counter(
+    "event_collector_store_replaced_total",
+    "Times the pending store's file was found deleted or replaced while in use; its rows were moved to the new one",
+    registry=REGISTRY,
+)
+dead_letters_dropped = Counter(
+    "event_collector_dead_letters_dropped_total", "Dead letters dropped, oldest first, to stay under "
+    "DEAD_LETTER_MAX_BYTES", registry=REGISTRY,
+)
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges of worker processes that died (a kill -9 the server respawned), so that they
+    no longer count; their counters stay, since what they counted did happen."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, directory)
+        except PermissionError:
+            pass

@@ -84,16 +84,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Events per second each user (token `sub`) may send, with a burst; 0 turns the limit off.
     rate_limit_per_user: _Rate = 0.0
     rate_limit_burst: _NotNegative = 0
-    # How long a replayed row stays claimed before another replayer may take it again.
-    pending_lease_seconds: _Seconds = 300.0
     retry_backoff_base_seconds: _Seconds = 1.0
     retry_backoff_max_seconds: _Seconds = 600.0
     max_delivery_attempts: _AtLeastOne = 20
-    # A process that has not beaten for this long is taken for dead, and its leases are void.
+    # A process whose heartbeat file is older than this is taken for dead, and its leased rows are adopted.
     pending_owner_timeout_seconds: _Seconds = 30.0
     pending_retention_days: _Days = 7.0
     dead_letter_retention_days: _Days = 30.0
+    # Bytes of pending documents (the backlog) at which new events are refused; dead letters have their own
+    # bound, the oldest dropped first by the janitor.
     pending_max_bytes: _AtLeastOne = 1 << 30
+    dead_letter_max_bytes: _AtLeastOne = 256 << 20
     janitor_interval_seconds: _Seconds = 300.0
     ack_mode: Literal["durable", "memory"] = "durable"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"

@@ -7,12 +7,12 @@ import time
 from datetime import datetime, timezone
 
 from .buffer import Buffer
-from .exceptions import StoreError
-from .pending import SqliteStore, maintenance, open_store
+from .exceptions import OpenSearchUnavailable, StoreError
+from .pending import PendingStore, open_store
 from .settings import Settings
 from .shipper.client import OpenSearchClient
 from .shipper.template import TemplateGuard
-from .shipper.worker import Shipper
+from .shipper.worker import Shipper, Verdict
 
 
 async def pending_stats(settings: Settings) -> str:
@@ -24,34 +24,43 @@ async def pending_stats(settings: Settings) -> str:
         f"pending bytes      {stats.bytes}",
         f"oldest pending     {age}",
         f"dead-letter rows   {stats.dead_letter_rows}",
+        f"dead-letter bytes  {stats.dead_letter_bytes}",
         "attempts histogram " + (", ".join(f"{k}: {v}" for k, v in sorted(stats.attempts_histogram.items())) or "-"),
     ]
     return "\n".join(lines)
 
 
 async def pending_replay(settings: Settings) -> str:
-    """Deliver every pending row now, from this process, through the same shipper code as the server."""
+    """Deliver every pending row now, from this process, through the same shipper code as the server.
+
+    Stops at the first bulk request OpenSearch does not take, leaving the rows as they were (due, nobody's)
+    for the server's replayer, and says so with an error."""
     async with _store(settings) as store:
-        made_due = await store.run(maintenance.make_all_due)
+        made_due = await store.make_all_due()
         client = OpenSearchClient(settings.opensearch_url, settings.open_search_timeout_seconds)
         await client.open()
         try:
             buffer = Buffer(settings.bulk_size, settings.bulk_size)
-            shipper = Shipper(buffer, client, store, TemplateGuard(client, settings.server_environment), 0)
-            shipped = 0
+            shipper = Shipper(buffer, client, store, TemplateGuard(client, settings.server_environment))
+            shipped, stopped = 0, ""
             while batch := await store.claim_due(settings.bulk_size):
-                if not await shipper.ship(batch):
-                    break  # OpenSearch cannot be reached: the rows wait for the server's replayer
+                if await shipper.ship(batch) is not Verdict.SETTLED:
+                    await store.release(batch)
+                    stopped = shipper.pause_reason
+                    break
                 shipped += len(batch)
         finally:
             await client.close()
         left = (await store.statistics()).rows
-    return f"{made_due} rows made due; {shipped} shipped now; {left} still pending"
+    outcome = f"{made_due} rows made due; {shipped} shipped now; {left} still pending"
+    if stopped:
+        raise OpenSearchUnavailable(f"stopped, the rest is left for the server's replayer: {stopped}; {outcome}")
+    return outcome
 
 
 async def dead_letter_list(settings: Settings, reason: str | None, limit: int) -> str:
     async with _store(settings) as store:
-        letters = await store.run(maintenance.list_dead_letters(reason, limit))
+        letters = await store.list_dead_letters(reason, limit)
     lines = [f"{'id':>8}  {'failed at (UTC)':19}  {'attempts':>8}  {'log_id':36}  reason"]
     for letter in letters:
         failed_at = datetime.fromtimestamp(letter.failed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
@@ -61,13 +70,13 @@ async def dead_letter_list(settings: Settings, reason: str | None, limit: int) -
 
 async def dead_letter_requeue(settings: Settings, reason: str | None) -> str:
     async with _store(settings) as store:
-        moved = await store.run(maintenance.requeue_dead_letters(reason))
+        moved = await store.requeue_dead_letters(reason)
     return f"{moved} dead letters moved back to pending; the replayer delivers them"
 
 
 async def dead_letter_purge(settings: Settings, older_than_days: float) -> str:
     async with _store(settings) as store:
-        purged = await store.run(maintenance.purge_dead_letters(older_than_days))
+        purged = await store.purge_dead_letters(older_than_days)
     return f"{purged} dead letters deleted"
 
 
@@ -79,7 +88,7 @@ class _store:
             raise StoreError(f"no pending store at {settings.sqlite_path} (check DATABASE_URL)")
         self._store = open_store(settings)
 
-    async def __aenter__(self) -> SqliteStore:
+    async def __aenter__(self) -> PendingStore:
         await self._store.open()
         return self._store
 

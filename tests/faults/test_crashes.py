@@ -1,6 +1,8 @@
 """Processes killed with SIGKILL: nothing answered 2xx is lost, nothing is indexed twice."""
 
+import os
 import signal
+from pathlib import Path
 
 from support import Load, assert_delivered_exactly_once, event, wait_until
 
@@ -45,3 +47,37 @@ def test_a_store_left_by_a_crashed_process_is_replayed_on_restart(collector_fact
     assert_delivered_exactly_once("restart on a crashed process's store", [e["log_id"] for e in events], opensearch,
                         restarted.environment)
     wait_until(lambda: restarted.pending_rows() == 0, timeout=60, message="the pending table to empty")
+
+
+def worker_pids(collector) -> set[int]:
+    children = Path(f"/proc/{collector.process.pid}/task/{collector.process.pid}/children").read_text().split()
+    # uvicorn's supervisor also starts multiprocessing's resource tracker; the workers are spawned.
+    return {int(pid) for pid in children if b"spawn_main" in _read(f"/proc/{pid}/cmdline")}
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_worker_killed_among_live_siblings_is_replaced_and_its_events_delivered(collector_factory, opensearch):
+    collector = collector_factory(SERVER_WORKERS=2, ACK_MODE="durable", QUEUE_CAPACITY=2000)
+    wait_until(lambda: len(worker_pids(collector)) == 2, timeout=30, message="two workers")
+    with Load(collector, clients=4) as load:
+        wait_until(lambda: len(load.accepted) >= 1000, timeout=60, message="load before the kill")
+        victim = min(worker_pids(collector))
+        environ = _read(f"/proc/{victim}/environ").decode(errors="replace").split("\0")
+        metrics_dir = dict(line.split("=", 1) for line in environ if "=" in line)["PROMETHEUS_MULTIPROC_DIR"]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(worker_pids(collector)) == 2 and victim not in worker_pids(collector), timeout=60,
+                   message="the killed worker replaced")
+        after_kill = len(load.accepted)
+        wait_until(lambda: len(load.accepted) >= after_kill + 1000, timeout=60, message="load after the kill")
+    assert_delivered_exactly_once("kill -9 of one worker among two (durable)", load, opensearch,
+                                  collector.environment)
+    wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
+    # The dead worker's live gauges no longer count in /metrics.
+    collector.http.get("/metrics")
+    assert not list(Path(metrics_dir).glob(f"gauge_live*_{victim}.db"))

@@ -4,22 +4,31 @@ import re
 import resource
 import time
 
-from support import event, free_port, metric, wait_until
+from support import StallingProxy, assert_delivered_exactly_once, event, free_port, wait_until
 
 
-def test_a_full_disk_during_an_outage_costs_no_cpu_and_few_log_lines(collector_factory):
-    # RLIMIT_FSIZE stands for the full disk: past 2 MB every write of the process's files fails (Python
-    # ignores SIGXFSZ, so SQLite sees the error, as it would see ENOSPC). Nothing listens on the port.
-    two_mb = 2 * 1024 * 1024
-    collector = collector_factory(rlimits={resource.RLIMIT_FSIZE: (two_mb, two_mb)}, ACK_MODE="memory",
-                                  OPEN_SEARCH_DNS=f"http://127.0.0.1:{free_port()}", BULK_SIZE=100)
+def test_a_full_disk_during_an_outage_costs_no_cpu_and_what_memory_holds_is_shipped_when_opensearch_returns(
+        collector_factory, opensearch):
+    # RLIMIT_FSIZE stands for the full disk: past 512 KB every write of the process's files fails (Python
+    # ignores SIGXFSZ, so SQLite sees the error, as it would see ENOSPC). The proxy leads nowhere at first.
+    limit = 512 * 1024
+    proxy = StallingProxy(free_port())
+    collector = collector_factory(rlimits={resource.RLIMIT_FSIZE: (limit, resource.RLIM_INFINITY)}, ACK_MODE="memory",
+                                  OPEN_SEARCH_DNS=f"http://127.0.0.1:{proxy.port}", QUEUE_CAPACITY=500, BULK_SIZE=100)
     padding = "p" * 1000
+    in_memory, stored, refused = [], [], 0
     for _ in range(30):
         batch = [event(label="x", param={"padding": padding}) for _ in range(100)]
-        assert collector.http.post("/events/batch", json=batch, headers=collector.auth()).status_code == 200
-    # Every event has failed to ship at least once; 3,000 rows of 1 KB do not fit in the 2 MB.
-    wait_until(lambda: metric(collector, "event_collector_events_retried_total") >= 3000, timeout=60,
-               message="every event to have failed once")
+        response = collector.http.post("/events/batch", json=batch, headers=collector.auth())
+        assert response.status_code in (200, 503)
+        if response.status_code == 503:
+            refused += 1
+            assert "retry-after" in response.headers
+        else:
+            (in_memory if response.json()["status"] == "created" else stored).extend(e["log_id"] for e in batch)
+    # The buffer and the senders hold what they can; once the store can take no overflow: 503, never lost.
+    assert in_memory and refused
+    wait_until(lambda: "delivery paused" in collector.log(), timeout=30, message="delivery to pause")
     cpu_before, log_before = collector.cpu_seconds(), log_records(collector)
     # Nothing is sent, delivered or stored from here on: measure what the process does on its own. The
     # window of idle time is the measurement itself, not a wait for something to happen.
@@ -30,7 +39,18 @@ def test_a_full_disk_during_an_outage_costs_no_cpu_and_few_log_lines(collector_f
     print(f"idle outage with a full disk: {cpu_used:.2f} CPU s and {logged} log records in {window_seconds} s")
     assert cpu_used < 0.25 * window_seconds, f"{cpu_used:.2f} CPU s in {window_seconds} s idle"
     assert logged <= 10, collector.log()[-3000:]
-    assert "pending store failed" in collector.log()
+
+    # OpenSearch answers again, the disk is still full: what memory holds is shipped all the same.
+    proxy.upstream_port = int(opensearch.url.rsplit(":", 1)[1])
+    try:
+        wait_until(lambda: set(in_memory) <= set(opensearch.log_id_counts(collector.environment)), timeout=60,
+                   message="the events held in memory indexed while the disk is still full")
+        # Space again: what waited in the store follows.
+        resource.prlimit(collector.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        assert_delivered_exactly_once("full disk during an outage (memory mode)", in_memory + stored, opensearch,
+                                      collector.environment, sent=3000)
+    finally:
+        proxy.close()
 
 
 def log_records(collector) -> int:

@@ -1,62 +1,10 @@
 """A network path to OpenSearch that hangs without closing: requests time out, nothing is lost."""
 
 import signal
-import socket
-import threading
 
 import pytest
 
-from support import OPENSEARCH_URL, Load, assert_delivered_exactly_once, event, metric, wait_until
-
-
-class StallingProxy:
-    """A TCP proxy that, when paused, keeps every connection open but forwards nothing."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.forwarding = threading.Event()
-        self.forwarding.set()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
-
-    def _connect(self, client: socket.socket) -> None:
-        self.forwarding.wait()
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        except OSError:
-            client.close()
-            return
-        for source, target in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                self.forwarding.wait()  # paused: hold the bytes, keep both ends open
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, target):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.forwarding.set()
-        self.listener.close()
+from support import OPENSEARCH_URL, Load, StallingProxy, assert_delivered_exactly_once, event, metric, wait_until
 
 
 @pytest.fixture
@@ -67,13 +15,14 @@ def proxy():
 
 
 def test_a_hanging_network_times_out_keeps_events_pending_then_delivers_them(collector_factory, opensearch, proxy):
+    # A small buffer, so that what the senders hold during the stall soon overflows into the store.
     collector = collector_factory(ACK_MODE="memory", OPEN_SEARCH_DNS=f"http://127.0.0.1:{proxy.port}",
-                                  OPEN_SEARCH_TIMEOUT_SECONDS=2)
+                                  OPEN_SEARCH_TIMEOUT_SECONDS=2, QUEUE_CAPACITY=200, BULK_SIZE=50, BULK_WORKERS=2)
     with Load(collector, clients=2) as load:
         wait_until(lambda: opensearch.count(collector.environment) >= 200, message="delivery through the proxy")
         proxy.forwarding.clear()
         wait_until(lambda: collector.pending_rows() >= 200, timeout=60, message="timed-out events pending")
-        assert "TimeoutError" in collector.log()
+        wait_until(lambda: "TimeoutError" in collector.log(), timeout=30, message="bulk requests timing out")
         proxy.forwarding.set()
         resumed_at = len(load.accepted)
         wait_until(lambda: len(load.accepted) >= resumed_at + 200, message="load after the network recovers")

@@ -4,8 +4,10 @@ from support import Load, wait_until
 
 
 def test_opensearch_stopped_under_load_then_restarted_indexes_everything_once(collector_factory, own_opensearch):
-    # Memory mode: only events that could not be delivered reach the pending table.
-    collector = collector_factory(ACK_MODE="memory", OPEN_SEARCH_DNS=own_opensearch.url, OPEN_SEARCH_TIMEOUT_SECONDS=5)
+    # Memory mode: during the outage the senders hold their batches and the buffer fills; only what
+    # overflows it reaches the pending table.
+    collector = collector_factory(ACK_MODE="memory", OPEN_SEARCH_DNS=own_opensearch.url, OPEN_SEARCH_TIMEOUT_SECONDS=5,
+                                  QUEUE_CAPACITY=200, BULK_SIZE=50, BULK_WORKERS=2)
     with Load(collector, clients=1) as load:
         wait_until(lambda: len(load.accepted) >= 300, message="300 events before the outage")
         own_opensearch.stop()

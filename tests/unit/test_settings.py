@@ -11,7 +11,6 @@ def load(**environ: str):
 @pytest.mark.parametrize(("name", "value"), [
     ("BODY_READ_TIMEOUT_SECONDS", "0"),
     ("MAX_DELIVERY_ATTEMPTS", "0"),
-    ("PENDING_LEASE_SECONDS", "0"),
     ("FLUSH_INTERVAL_SECONDS", "nan"),
     ("RETRY_BACKOFF_BASE_SECONDS", "nan"),
     ("PENDING_RETENTION_DAYS", "-1"),

@@ -75,6 +75,7 @@ class CollectorApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self._sweeper = asyncio.create_task(self.deadlines.sweep(), name="body-deadlines")
+                self.collector.watch_stop_signals()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._sweeper is not None:

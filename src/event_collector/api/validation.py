@@ -1,4 +1,22 @@
-"""Decoding and validating one event body; every failure names the problem and, where known, the field."""
+"""Decoding and validating one event body; every failure names the problem and, where known, the field.
+
+An event is refused here, with a 400, whenever OpenSearch would refuse its document for its shape: once
+answered 200, a document OpenSearch refuses can only go to the dead-letter table. The limits, measured
+against OpenSearch 2.19 with the collector's index template (shipper/template.py):
+
+- a keyword field's value is one Lucene term, at most MAX_TERM_BYTES in UTF-8: the event's string fields
+  are bound far below it (MAX_STRING_CHARS, at most 4 bytes each), `log_id` by the document id's limit
+  (MAX_LOG_ID_BYTES); the copied headers and the token's `sub` are bound where they are read;
+- `param` is a flat_object, which indexes each leaf (a string, number or boolean; null is skipped) as the
+  doc value "event_info.param.event_info.param.<key path>=<value>", the key path being the keys from
+  `param` down to the leaf joined with "." (array levels add nothing): key path and value together get
+  MAX_PARAM_PATH_AND_VALUE_BYTES in UTF-8. Every other term it writes (the value alone, each key) is
+  shorter. Keys that lead to no leaf (to null, {} or []) are not indexed and have no limit;
+- OpenSearch's JSON parser refuses an integer of more than MAX_PARAM_NUMBER_DIGITS digits;
+- flat_object sets no depth limit of its own (index.mapping.depth.limit is for object mappings), but it
+  walks `param` recursively: at 990 levels the OpenSearch thread indexing it dies of a stack overflow and
+  the request never answers. `param` may nest MAX_PARAM_DEPTH levels, the depth an object mapping allows.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +31,13 @@ MAX_STRING_CHARS = 1024
 # OpenSearch refuses a document _id over 512 bytes, and does so for the whole _bulk request.
 MAX_LOG_ID_BYTES = 512
 MAX_PARAM_DEPTH = 20
+# Lucene's limit for one term, and for one doc value: longer, and OpenSearch refuses the whole document.
+MAX_TERM_BYTES = 32766
+# flat_object prefixes the leaf's doc value with its field's full name twice, and joins path and value with "=".
+_PARAM_FIELD_PREFIX = "event_info.param."
+MAX_PARAM_PATH_AND_VALUE_BYTES = MAX_TERM_BYTES - 2 * len(_PARAM_FIELD_PREFIX) - len("=")
+# Jackson's StreamReadConstraints, as OpenSearch configures them (the sign does not count).
+MAX_PARAM_NUMBER_DIGITS = 1000
 
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
 _Optional = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)] | None
@@ -26,13 +51,25 @@ class EventBody(msgspec.Struct):
     label: _Optional = None
     target: _Optional = None
     section: _Optional = None
-    # Free-form; values inside it are not bound by MAX_STRING_CHARS.
+    # Free-form; values inside it are not bound by MAX_STRING_CHARS but by what flat_object can index.
     param: dict[str, Any] | None = None
 
 
 _decode_event = msgspec.json.Decoder(EventBody).decode
+_encode = msgspec.json.encode
 _FIELD_AT = re.compile(r"at `\$\.([A-Za-z_]+)")
 _MISSING_FIELD = re.compile(r"required field `([^`]+)`")
+
+# A leaf's key path and value both come from the body: a body shorter than this cannot hold a pair too long
+# (a float re-encoded by msgspec may grow, by at most 24 characters: "1E5" becomes "100000.0").
+_TERMS_FIT_BELOW_BYTES = MAX_PARAM_PATH_AND_VALUE_BYTES - 24
+# An integer too long for OpenSearch is a run of more digits than it takes (found with C-speed bytes methods:
+# the re module takes ten times longer).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGIT_RUN = b"0" * (MAX_PARAM_NUMBER_DIGITS + 1)
+_TOO_MANY_DIGITS = 10**MAX_PARAM_NUMBER_DIGITS
+# Keys longer than this are cut in error messages, which must stay small.
+_SHOWN_KEY_CHARS = 64
 
 
 def decode_event(body: bytes) -> EventBody:
@@ -47,19 +84,32 @@ def decode_event(body: bytes) -> EventBody:
     except UnicodeDecodeError:
         raise InvalidEvent("body is not valid UTF-8") from None
     except RecursionError:
-        raise InvalidEvent(f"param is nested deeper than {MAX_PARAM_DEPTH} levels", "param") from None
+        raise _too_deep(body) from None
     if len(event.log_id) * 4 > MAX_LOG_ID_BYTES and len(event.log_id.encode()) > MAX_LOG_ID_BYTES:
         raise InvalidEvent(f"log_id is longer than {MAX_LOG_ID_BYTES} bytes in UTF-8", "log_id")
-    # Nesting deeper than the limit needs more brackets than the limit: most bodies skip the walk.
-    if (event.param is not None and body.count(b"{") + body.count(b"[") > MAX_PARAM_DEPTH
-            and _depth(event.param) > MAX_PARAM_DEPTH):
-        raise InvalidEvent(f"param is nested deeper than {MAX_PARAM_DEPTH} levels", "param")
+    if event.param is not None:
+        _check_param(event.param, body)
     return event
 
 
 def _field_of(message: str) -> str | None:
     match = _FIELD_AT.search(message) or _MISSING_FIELD.search(message)
     return match.group(1) if match else None
+
+
+def _check_param(param: dict[str, Any], body: bytes) -> None:
+    """Most bodies are too small to break a limit: each walk of `param` runs only when a cheap test of the
+    body says it could find something."""
+    # Nesting deeper than the limit needs more brackets than the limit.
+    if body.count(b"{") + body.count(b"[") > MAX_PARAM_DEPTH and _depth(param) > MAX_PARAM_DEPTH:
+        raise _param_too_deep()
+    if len(body) >= _TERMS_FIT_BELOW_BYTES or (
+            len(body) > MAX_PARAM_NUMBER_DIGITS and _LONG_DIGIT_RUN in body.translate(_DIGITS_AS_ZERO)):
+        _check_leaves(param)
+
+
+def _param_too_deep() -> InvalidEvent:
+    return InvalidEvent(f"param is nested deeper than {MAX_PARAM_DEPTH} levels", "param")
 
 
 def _depth(value: Any) -> int:
@@ -77,3 +127,115 @@ def _depth(value: Any) -> int:
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def _check_leaves(param: dict[str, Any]) -> None:
+    """Refuse a leaf flat_object could not index: its key path and value too long together, or a number
+    too long."""
+    try:
+        _check_node(param, -1)
+    except _Unindexable as problem:
+        path = _spell(reversed(problem.steps))
+        if problem.path_and_value_bytes is None:
+            raise InvalidEvent(f"param value at {path} is a number of more than {MAX_PARAM_NUMBER_DIGITS} "
+                               "digits, which OpenSearch refuses", "param") from None
+        raise InvalidEvent(f"param value at {path} cannot be indexed: its key path and value take "
+                           f"{problem.path_and_value_bytes} bytes in UTF-8, more than the "
+                           f"{MAX_PARAM_PATH_AND_VALUE_BYTES} OpenSearch indexes as one term", "param") from None
+
+
+class _Unindexable(Exception):
+    """Raised at the leaf; each level on the way up adds its key or array index, so a path costs nothing
+    until there is an error to spell out."""
+
+    def __init__(self, path_and_value_bytes: int | None) -> None:
+        self.path_and_value_bytes = path_and_value_bytes
+        self.steps: list[str | int] = []
+
+
+def _check_node(node: Any, path_bytes: int) -> None:
+    """`path_bytes`: UTF-8 bytes of the key path down to `node` (-1 for `param` itself, so that each key
+    adds its "." too). Recursive: `param` is at most MAX_PARAM_DEPTH deep here, and recursion is the
+    fastest walk in Python. Short values are let through on their length in characters (at most 4 bytes
+    each) before any encoding."""
+    kind = type(node)
+    if kind is dict:
+        for key, child in node.items():
+            try:
+                _check_node(child, path_bytes + 1 + (len(key) if key.isascii() else len(key.encode())))
+            except _Unindexable as problem:
+                problem.steps.append(key)
+                raise
+    elif kind is list:
+        for index, child in enumerate(node):
+            try:
+                _check_node(child, path_bytes)
+            except _Unindexable as problem:
+                problem.steps.append(index)
+                raise
+    elif kind is str:
+        if path_bytes + 4 * len(node) > MAX_PARAM_PATH_AND_VALUE_BYTES:
+            total = path_bytes + len(node.encode())
+            if total > MAX_PARAM_PATH_AND_VALUE_BYTES:
+                raise _Unindexable(total)
+    elif node is not None:
+        if kind is int and not -_TOO_MANY_DIGITS < node < _TOO_MANY_DIGITS:
+            raise _Unindexable(None)
+        # Numbers and booleans are indexed as msgspec wrote them: at most a sign and MAX_PARAM_NUMBER_DIGITS.
+        if path_bytes + 1 + MAX_PARAM_NUMBER_DIGITS > MAX_PARAM_PATH_AND_VALUE_BYTES:
+            total = path_bytes + len(_encode(node))
+            if total > MAX_PARAM_PATH_AND_VALUE_BYTES:
+                raise _Unindexable(total)
+
+
+def _spell(steps: Any) -> str:
+    """Keys and array indices as a path a reader can follow: param.key.other[2], long keys cut."""
+    spelt = ["param"]
+    for step in steps:
+        if isinstance(step, int):
+            spelt.append(f"[{step}]")
+        elif len(step) <= _SHOWN_KEY_CHARS:
+            spelt.append("." + step)
+        else:
+            spelt.append(f".{step[:_SHOWN_KEY_CHARS]}…({len(step)} characters)")
+    return "".join(spelt)
+
+
+# What follows runs only when msgspec gave up on a body nested deeper than Python's recursion limit (1,000
+# frames, the caller's included): in `param`, or in an unknown field, which is ignored but parsed all the same
+# (a known string field fails at its first bracket). Finding which costs a scan in Python, so it is done only
+# over the start of the body, and blames the first field nested deeper than half that limit: no event
+# nests so deep, and msgspec gives up on nothing shallower.
+_SCANNED_BYTES = 16 * 1024
+_FAR_TOO_DEEP = 500
+_TOKEN = re.compile(rb'(?P<key>"(?:[^"\\]|\\.)*")\s*:|"(?:[^"\\]|\\.)*"|(?P<open>[\[{])|(?P<close>[\]}])')
+
+
+def _too_deep(body: bytes) -> InvalidEvent:
+    field = _first_field_nested_deeper_than(body[:_SCANNED_BYTES], _FAR_TOO_DEEP)
+    if field == "param":
+        return _param_too_deep()
+    if field is None:
+        return InvalidEvent("body is nested too deeply to be read")
+    return InvalidEvent(f"{field} is nested more than {_FAR_TOO_DEEP} levels deep, too deep to be read (an unknown "
+                        "field is ignored, but read all the same)", field)
+
+
+def _first_field_nested_deeper_than(body: bytes, levels: int) -> str | None:
+    """The first top-level field whose value nests deeper than `levels` (or param deeper than its limit)."""
+    depth, field = 0, None
+    for token in _TOKEN.finditer(body):
+        kind = token.lastgroup
+        if kind == "open":
+            depth += 1
+            # The body's own object is level 1, so a field's value starts at level 2.
+            if field is not None and depth - 1 > (MAX_PARAM_DEPTH if field == "param" else levels):
+                return field
+        elif kind == "close":
+            depth -= 1
+        elif kind == "key" and depth == 1:
+            try:
+                field = msgspec.json.decode(token.group("key"))
+            except msgspec.DecodeError:
+                return None
+    return None

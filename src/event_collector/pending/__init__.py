@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from ..exceptions import ConfigError
 from ..settings import Settings
-from . import maintenance
 from .base import DeadLetter, Failure, PendingStatistics, PendingStore
 from .sqlite import SqliteStore
 
-__all__ = ["maintenance", "DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
+__all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
 
 
-def open_store(settings: Settings, *, recover_damaged: bool = False) -> SqliteStore:
+def open_store(settings: Settings, *, recover_damaged: bool = False) -> PendingStore:
     """The store named by DATABASE_URL's scheme (not yet opened).
 
     Only `serve`, once, before any worker process starts, may move a damaged file aside
@@ -21,12 +20,12 @@ def open_store(settings: Settings, *, recover_damaged: bool = False) -> SqliteSt
     if settings.database_url.startswith("sqlite://"):
         return SqliteStore(
             settings.sqlite_path,
-            lease_seconds=settings.pending_lease_seconds,
             owner_timeout_seconds=settings.pending_owner_timeout_seconds,
             max_attempts=settings.max_delivery_attempts,
             backoff_base_seconds=settings.retry_backoff_base_seconds,
             backoff_max_seconds=settings.retry_backoff_max_seconds,
             max_bytes=settings.pending_max_bytes,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes,
             synchronous=settings.sqlite_synchronous.upper(),
             recover_damaged=recover_damaged,
         )

@@ -43,7 +43,7 @@ class OpenSearchClient:
                 raw = await response.read()
                 return response.status, _parse(raw)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise OpenSearchUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise OpenSearchUnavailable(f"OpenSearch unreachable: {method} {path}: {type(exc).__name__}: {exc}") from exc
 
     async def bulk(self, body: bytes) -> tuple[int, Any]:
         # Only what `classify` reads: a status per item, and the error of those that failed.

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from ..exceptions import OpenSearchUnavailable
+from ..retry import pause_reason
 from .client import OpenSearchClient
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,10 @@ async def install_template(client: OpenSearchClient, environment: str) -> tuple[
 class TemplateGuard:
     """Installs the template once OpenSearch answers, before the first bulk request creates an index.
 
-    Shippers call `ensure` before every request; after one success it costs nothing. If OpenSearch
-    refuses the template (a 4xx), the error is logged and shipping goes on: events are worth more than
-    a mapping.
+    Shippers call `ensure` before every request; after one success it costs nothing. While OpenSearch
+    cannot take it (unreachable, overloaded, or refusing the credentials) delivery waits. If OpenSearch
+    refuses the template itself (another 4xx), the error is logged and shipping goes on: events are worth
+    more than a mapping.
     """
 
     def __init__(self, client: OpenSearchClient, environment: str) -> None:
@@ -80,8 +82,10 @@ class TemplateGuard:
             if 200 <= status < 300:
                 log.info("index template %s installed", template_name(self._environment))
                 self._settled = True
-            elif status == 429 or status >= 500:
-                raise OpenSearchUnavailable(f"installing the index template answered {status}")
+            elif pause_reason(status) is not None:
+                # Overloaded, down or misconfigured (401, 403, 404): shipping now would create indices
+                # without the mapping, so delivery waits for the template.
+                raise OpenSearchUnavailable(f"installing the index template: {pause_reason(status)}")
             else:
                 log.error("OpenSearch refused index template %s (%s): %s",
                           template_name(self._environment), status, body)
@@ -94,6 +98,6 @@ class TemplateGuard:
             try:
                 await self.ensure()
             except OpenSearchUnavailable as exc:
-                log.warning("OpenSearch not reachable yet (%s); retrying in %.0f s", exc, retry_seconds)
+                log.warning("index template not installed yet (%s); retrying in %.0f s", exc, retry_seconds)
                 await asyncio.sleep(retry_seconds)
                 retry_seconds = min(max_retry_seconds, retry_seconds * 2)

@@ -1,7 +1,8 @@
-"""A shipper: takes batches from the buffer and sends each as one _bulk request."""
+"""Sending one batch as one _bulk request and settling every event's outcome."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 
@@ -10,7 +11,7 @@ from ..buffer import Buffer
 from ..envelope import Envelope
 from ..exceptions import OpenSearchUnavailable, StoreError
 from ..pending import Failure, PendingStore
-from ..retry import Backoff
+from ..retry import pause_reason
 from .bulk import bulk_body, classify
 from .client import OpenSearchClient
 from .template import TemplateGuard
@@ -18,69 +19,51 @@ from .template import TemplateGuard
 log = logging.getLogger(__name__)
 
 
+class Verdict(enum.Enum):
+    SETTLED = "every event delivered, kept for retry or dead-lettered"
+    PAUSED = "OpenSearch did not take the request; nothing was settled, the caller holds the batch"
+    TOO_LARGE = "OpenSearch or a proxy refused the request for its size (413); nothing was settled"
+
+
 class Shipper:
     def __init__(self, buffer: Buffer, client: OpenSearchClient, store: PendingStore,
-                 template: TemplateGuard, flush_interval_seconds: float) -> None:
+                 template: TemplateGuard) -> None:
         self._buffer = buffer
         self._client = client
         self._store = store
         self._template = template
-        self._flush_interval_seconds = flush_interval_seconds
-        # The batch being shipped, so that a shutdown that cancels this shipper can keep it.
-        self.in_flight: list[Envelope] = []
-        self._setback = False
-        self._backoff = Backoff(base_seconds=0.5, max_seconds=10.0)
+        # Why the last request paused delivery.
+        self.pause_reason = ""
+        # Set when events could be kept neither in the store nor by OpenSearch and went back to the buffer.
+        self.setback = False
+        # Events answered 2xx that this shipper could keep nowhere (logged as CRITICAL).
+        self.lost = 0
 
-    async def run(self) -> None:
-        """Ship until the buffer is closed and empty."""
-        while True:
-            batch = await self._buffer.next_batch(self._flush_interval_seconds)
-            metrics.buffer_events.set(len(self._buffer))
-            if not batch:
-                if self._buffer.closed:
-                    return
-                continue
-            self.in_flight = batch
-            self._setback = False
-            try:
-                if not await self.ship(batch):
-                    self._setback = True
-            except Exception:
-                # A bug must not cost the batch, nor this shipper: keep the events for a later attempt.
-                log.exception("shipping a batch of %d failed unexpectedly; keeping it for retry", len(batch))
-                self._setback = True
-                await self._keep([Failure(e, "unexpected shipper error") for e in batch], count_attempt=False)
-            self.in_flight = []
-            await self._back_off_after_setback()
-
-    async def _back_off_after_setback(self) -> None:
-        """After a batch OpenSearch did not take or the store could not keep, wait before the next one.
-
-        Without this, a batch put back into the buffer (store full, OpenSearch down) is taken again at
-        once and the shipper spins. The wait doubles up to a cap and ends at the first good batch; it is
-        cut short by a stop, so a drain never waits for it.
-        """
-        if not self._setback:
-            self._backoff.reset()
-            return
-        delay = self._backoff.next_delay()
-        if not self._buffer.closed:
-            await self._buffer.wait_closed(delay)
-
-    async def ship(self, batch: list[Envelope]) -> bool:
-        """Send one batch and settle every event's outcome; False when OpenSearch could not be reached."""
+    async def ship(self, batch: list[Envelope]) -> Verdict:
+        self.setback = False
         started = time.perf_counter()
         try:
             await self._template.ensure()
             status, body = await self._client.bulk(bulk_body(batch))
         except OpenSearchUnavailable as exc:
-            # OpenSearch never answered: the events are not at fault, so their attempts are not counted.
             metrics.bulk_requests.labels("unreachable").inc()
-            log.warning("bulk of %d events not delivered, kept for later: %s", len(batch), exc)
-            await self._keep([Failure(e, str(exc)) for e in batch], count_attempt=False)
-            return False
+            self.pause_reason = str(exc)
+            return Verdict.PAUSED
         metrics.bulk_duration.observe(time.perf_counter() - started)
-        outcome = classify(batch, status, body)
+        if status == 413:
+            metrics.bulk_requests.labels("too_large").inc()
+            self.pause_reason = (f"a bulk request of {len(batch)} events was refused as too large (413): raise the "
+                                 "body limit of OpenSearch (http.max_content_length) or of the proxy in front")
+            return Verdict.TOO_LARGE
+        reason = pause_reason(status)
+        if reason is not None:
+            metrics.bulk_requests.labels("paused").inc()
+            self.pause_reason = reason
+            return Verdict.PAUSED
+        await self._settle(batch, classify(batch, status, body))
+        return Verdict.SETTLED
+
+    async def _settle(self, batch: list[Envelope], outcome) -> None:
         metrics.bulk_requests.labels(
             "failed" if outcome.retry else "rejected" if outcome.rejected else "ok").inc()
         metrics.events_delivered.inc(len(outcome.delivered))
@@ -91,9 +74,7 @@ class Shipper:
             log.error("could not delete %d delivered rows: %s", len(outcome.delivered), exc)
         if outcome.retry:
             log.warning("%d events kept for retry, first: %s", len(outcome.retry), outcome.retry[0].reason)
-            await self._keep(outcome.retry, count_attempt=True)
-            if len(outcome.retry) == len(batch):
-                self._setback = True
+            await self.keep(outcome.retry, count_attempt=True)
         if outcome.rejected:
             log.error("%d events rejected by OpenSearch, dead-lettered, first: %s",
                       len(outcome.rejected), outcome.rejected[0].reason)
@@ -103,19 +84,21 @@ class Shipper:
             except StoreError as exc:
                 log.error("could not dead-letter %d events, retrying them instead: %s", len(outcome.rejected), exc)
                 self._requeue([f.envelope for f in outcome.rejected])
-        return True
 
-    async def _keep(self, failures: list[Failure], *, count_attempt: bool) -> None:
+    async def keep(self, failures: list[Failure], *, count_attempt: bool) -> None:
+        """Keep events for a later attempt in the store; in memory when the store fails."""
         metrics.events_retried.inc(len(failures))
         try:
             await self._store.retry_later(failures, count_attempt=count_attempt)
         except StoreError as exc:
             log.error("pending store failed, keeping %d events in memory: %s", len(failures), exc)
-            self._setback = True
             self._requeue([f.envelope for f in failures])
 
     def _requeue(self, envelopes: list[Envelope]) -> None:
+        self.setback = True
         taken = self._buffer.offer_many(envelopes)
         if taken < len(envelopes):
+            self.lost += len(envelopes) - taken
+            metrics.events_lost.inc(len(envelopes) - taken)
             log.critical("LOST %d events: neither the pending store nor the buffer could keep them",
                          len(envelopes) - taken)

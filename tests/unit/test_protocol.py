@@ -1,0 +1,140 @@
+"""api/protocol.py on a fake transport: where the head limit falls, byte for byte, and the open-file cap.
+The same behaviour against a real process and real sockets: tests/security/test_connections.py."""
+
+import asyncio
+import functools
+import logging
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from event_collector.api import protocol
+from event_collector.api.protocol import CollectorHttpProtocol, ConnectionLimits
+
+HEAD_LIMIT = 1024
+LIMITS = ConnectionLimits(max_header_line_bytes=512, max_header_bytes=HEAD_LIMIT, max_headers=10,
+                          header_read_timeout_seconds=10.0, max_connections=100)
+
+
+async def answer_ok(scope, receive, send):
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = self.write_side_shut = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def write_eof(self) -> None:
+        self.write_side_shut = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def connection() -> tuple[CollectorHttpProtocol, FakeTransport]:
+    config = Config(answer_ok, log_config=None, proxy_headers=False)
+    config.load()
+    made = functools.partial(CollectorHttpProtocol, limits=LIMITS)(config=config, server_state=ServerState(),
+                                                                  app_state={})
+    transport = FakeTransport()
+    made.connection_made(transport)
+    return made, transport
+
+
+def head_of(size: int) -> bytes:
+    """A complete GET head of exactly `size` bytes, its padding spread over headers under the line limit."""
+    start, end = b"GET /ping HTTP/1.1\r\nHost: x\r\n", b"\r\n"
+    padding = size - len(start) - len(end)
+    lines = []
+    while padding > 0:
+        line_size = min(padding, 400)
+        assert line_size >= 6, "no room for one more header"
+        lines.append(b"X-P: " + b"p" * (line_size - 7) + b"\r\n")
+        padding -= line_size
+    head = start + b"".join(lines) + end
+    assert len(head) == size
+    return head
+
+
+async def answered(transport: FakeTransport) -> bytes:
+    for _ in range(100):
+        if transport.written:
+            return transport.written
+        await asyncio.sleep(0)
+    return transport.written
+
+
+@pytest.mark.parametrize("chunk_size", [1, 100, HEAD_LIMIT, 4096])
+async def test_a_head_of_max_header_bytes_passes_and_one_byte_more_is_refused(chunk_size):
+    for size, status in ((HEAD_LIMIT, b"200"), (HEAD_LIMIT + 1, b"431")):
+        made, transport = connection()
+        head = head_of(size)
+        for start in range(0, len(head), chunk_size):
+            made.data_received(head[start:start + chunk_size])
+        assert (await answered(transport)).startswith(b"HTTP/1.1 " + status), (size, transport.written)
+    # The refused connection is closed the lingering way: write side shut, what follows read and dropped.
+    assert transport.write_side_shut and not transport.closed
+    made.data_received(b"more of the same head" * 100)
+    assert transport.written.count(b"HTTP/1.1") == 1
+
+
+async def test_a_read_holding_a_small_head_a_large_body_and_a_second_request_is_not_taken_for_a_large_head():
+    made, transport = connection()
+    body = b"b" * (3 * HEAD_LIMIT)
+    first = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    made.data_received(first + head_of(200))
+    for _ in range(100):
+        if transport.written.count(b"HTTP/1.1 200") == 2:
+            break
+        await asyncio.sleep(0)
+    assert transport.written.count(b"HTTP/1.1 200") == 2, transport.written
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"GET /" + b"u" * 600 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    (b"GET / HTTP/1.1\r\nX-Long: " + b"v" * 600 + b"\r\n\r\n", b"431"),
+    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % n for n in range(11)) + b"\r\n", b"431"),
+])
+async def test_a_long_request_line_a_long_header_line_or_too_many_headers_are_refused(head, status):
+    made, transport = connection()
+    made.data_received(head)
+    assert (await answered(transport)).startswith(b"HTTP/1.1 " + status)
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit_and_the_cap_lowered_to_fit(monkeypatch, caplog):
+    limits = {"now": (256, 4096)}
+    monkeypatch.setattr(protocol.resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(protocol.resource, "setrlimit", lambda which, values: limits.update(now=values))
+    with caplog.at_level(logging.WARNING, logger=protocol.__name__):
+        assert protocol.connection_cap(10_000) == 4096 - protocol.FILE_DESCRIPTOR_RESERVE
+    assert limits["now"] == (4096, 4096)
+    assert "leaves room for 3968 connections, not MAX_CONNECTIONS=10000" in caplog.text
+
+    caplog.clear()
+    limits["now"] = (1024, 1024)
+    assert protocol.connection_cap(100) == 100
+    assert caplog.text == ""
