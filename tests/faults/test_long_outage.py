@@ -42,8 +42,8 @@ def keep_loading(load, seconds: float) -> None:
 def test_an_outage_of_two_minutes_under_load_writes_each_event_once_and_drains_at_once(collector_factory,
                                                                                        own_opensearch):
     collector = collector_factory(OPEN_SEARCH_DNS=own_opensearch.url, ACK_MODE="durable", QUEUE_CAPACITY=10000,
-                                  BULK_SIZE=200, OPEN_SEARCH_TIMEOUT_SECONDS=5, PENDING_REPLAY_INTERVAL_SECONDS=60)
-    with Load(collector, clients=2) as load:
+                                  BULK_SIZE=200, OPEN_SEARCH_TIMEOUT_SECONDS=5, PENDING_REPLAY_INTERVAL_SECONDS=3600)
+    with Load(collector, clients=1) as load:
         wait_until(lambda: own_opensearch.client.count(collector.environment) >= 300, timeout=60,
                    message="delivery before the outage")
         # What the store writes for an event in normal operation (its row, then its deletion on delivery).
@@ -59,7 +59,7 @@ def test_an_outage_of_two_minutes_under_load_writes_each_event_once_and_drains_a
         replayed_during = metric(collector, "event_collector_events_replayed_total") - replayed_before
     print(f"outage of {OUTAGE_SECONDS} s: {outage.accepted} events accepted, {outage_bytes_per_event:.0f} bytes "
           f"written an event (healthy: {healthy_bytes_per_event:.0f}), {replayed_during:.0f} replayed")
-    assert outage.accepted > 5000
+    assert outage.accepted > 3000
     assert replayed_during == 0
     # An event that merely waits is written once, no more than a delivered one costs; not again and again
     # as rows are replayed into a dead cluster and put back.
@@ -71,7 +71,8 @@ def test_an_outage_of_two_minutes_under_load_writes_each_event_once_and_drains_a
                                   collector.environment)
     drained_seconds = time.monotonic() - returned
     print(f"backlog of {outage.accepted} events indexed {drained_seconds:.1f} s after OpenSearch returned")
-    # At once, not at the next replay interval (60 s here).
-    assert drained_seconds < 60
+    # At once and as fast as the buffer frees, not at the next replay interval (an hour here). The bound
+    # leaves room for a slow shared machine.
+    assert drained_seconds < 170
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
     assert metric(collector, "event_collector_events_delivered_total") == len(load.accepted)
