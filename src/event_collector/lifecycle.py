@@ -180,6 +180,7 @@ class Collector:
             await asyncio.gather(*unfinished, return_exceptions=True)
         # Every sender's batch, not only the cancelled ones': a sender that failed keeps its batch too.
         left = [e for sender in self.senders for e in sender.in_flight] + self.replayer.release_held()
+        left += self.batcher.take_ready()
         left += self.buffer.drain()
         if left:
             held = [e for e in left if e.pending_id is not None]

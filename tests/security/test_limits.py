@@ -101,7 +101,8 @@ def test_a_batch_refuses_only_the_event_past_the_limit(served, opensearch):
 
 
 def test_a_deeply_nested_unknown_field_is_named_not_blamed_on_param(served):
-    body = msgspec.json.encode(event("deep-unknown", param={"ok": 1}))[:-1] + b',"junk":' + b"[" * 3000 + b"]" * 3000 + b"}"
+    deep = b"[" * 3000 + b"]" * 3000
+    body = msgspec.json.encode(event("deep-unknown", param={"ok": 1}))[:-1] + b',"junk":' + deep + b"}"
     response = served.http.post("/events", content=body, headers=served.auth())
     assert response.status_code == 400
     assert response.json()["field"] == "junk"

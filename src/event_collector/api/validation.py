@@ -36,7 +36,7 @@ MAX_TERM_BYTES = 32766
 # flat_object prefixes the leaf's doc value with its field's full name twice, and joins path and value with "=".
 _PARAM_FIELD_PREFIX = "event_info.param."
 MAX_PARAM_PATH_AND_VALUE_BYTES = MAX_TERM_BYTES - 2 * len(_PARAM_FIELD_PREFIX) - len("=")
-# Jackson's StreamReadConstraints, as OpenSearch configures them (the sign does not count).
+# The longest number OpenSearch's JSON parser reads (Jackson's maxNumberLength); the sign does not count.
 MAX_PARAM_NUMBER_DIGITS = 1000
 
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
@@ -61,7 +61,7 @@ _FIELD_AT = re.compile(r"at `\$\.([A-Za-z_]+)")
 _MISSING_FIELD = re.compile(r"required field `([^`]+)`")
 
 # A leaf's key path and value both come from the body: a body shorter than this cannot hold a pair too long
-# (a float re-encoded by msgspec may grow, by at most 24 characters: "1E5" becomes "100000.0").
+# (a float re-encoded by msgspec may grow, by less than 24 characters: "1E5" becomes "100000.0").
 _TERMS_FIT_BELOW_BYTES = MAX_PARAM_PATH_AND_VALUE_BYTES - 24
 # An integer too long for OpenSearch is a run of more digits than it takes (found with C-speed bytes methods:
 # the re module takes ten times longer).
@@ -194,11 +194,13 @@ def _spell(steps: Any) -> str:
     for step in steps:
         if isinstance(step, int):
             spelt.append(f"[{step}]")
-        elif len(step) <= _SHOWN_KEY_CHARS:
-            spelt.append("." + step)
         else:
-            spelt.append(f".{step[:_SHOWN_KEY_CHARS]}…({len(step)} characters)")
+            spelt.append("." + _shown(step))
     return "".join(spelt)
+
+
+def _shown(key: str) -> str:
+    return key if len(key) <= _SHOWN_KEY_CHARS else f"{key[:_SHOWN_KEY_CHARS]}…({len(key)} characters)"
 
 
 # What follows runs only when msgspec gave up on a body nested deeper than Python's recursion limit (1,000
@@ -217,8 +219,8 @@ def _too_deep(body: bytes) -> InvalidEvent:
         return _param_too_deep()
     if field is None:
         return InvalidEvent("body is nested too deeply to be read")
-    return InvalidEvent(f"{field} is nested more than {_FAR_TOO_DEEP} levels deep, too deep to be read (an unknown "
-                        "field is ignored, but read all the same)", field)
+    return InvalidEvent(f"{_shown(field)} is nested more than {_FAR_TOO_DEEP} levels deep, too deep to be read (an "
+                        "unknown field is ignored, but read all the same)", _shown(field))
 
 
 def _first_field_nested_deeper_than(body: bytes, levels: int) -> str | None:
@@ -236,6 +238,6 @@ def _first_field_nested_deeper_than(body: bytes, levels: int) -> str | None:
         elif kind == "key" and depth == 1:
             try:
                 field = msgspec.json.decode(token.group("key"))
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 return None
     return None

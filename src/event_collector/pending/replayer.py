@@ -11,6 +11,7 @@ from collections import deque
 from .. import metrics
 from ..buffer import Buffer
 from ..envelope import Envelope
+from ..exceptions import StoreError
 from ..retry import Breaker
 from .base import PendingStore
 
@@ -82,7 +83,9 @@ class Replayer:
         """Wait until half the buffer is free, or one interval at most."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._interval_seconds
-        while self._buffer.free_space < self._buffer.capacity // 2 and loop.time() < deadline:
+        # Always one pause at least, so that a full tiny buffer never turns this into a busy loop.
+        await asyncio.sleep(0.1)
+        while self._buffer.free_space < max(1, self._buffer.capacity // 2) and loop.time() < deadline:
             await asyncio.sleep(0.1)
 
     async def replay_due(self) -> int:
@@ -100,7 +103,11 @@ class Replayer:
             taken = self._buffer.offer_many(envelopes)
             if taken < len(envelopes):
                 self._buffer_filled = True
-                await self._store.release(envelopes[taken:])
+                try:
+                    await self._store.release(envelopes[taken:])
+                except StoreError:
+                    self.hold(envelopes[taken:])  # leased to this live process: keep them in hand
+                    raise
             replayed += taken
         if replayed:
             metrics.events_replayed.inc(replayed)

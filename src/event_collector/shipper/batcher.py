@@ -22,6 +22,13 @@ class Batcher:
         # Batches for the senders; None tells a sender that the buffer is closed and empty.
         self.ready: asyncio.Queue[list[Envelope] | None] = asyncio.Queue()
 
+    def take_ready(self) -> list[Envelope]:
+        """The events of batches cut but not taken by any sender yet (at a stop, so they are kept)."""
+        events: list[Envelope] = []
+        while not self.ready.empty():
+            events += self.ready.get_nowait() or []
+        return events
+
     def sender_free(self) -> None:
         self._free_senders.release()
 
