@@ -97,8 +97,10 @@ class Shipper:
     def _requeue(self, envelopes: list[Envelope]) -> None:
         self.setback = True
         taken = self._buffer.offer_many(envelopes)
-        if taken < len(envelopes):
-            self.lost += len(envelopes) - taken
-            metrics.events_lost.inc(len(envelopes) - taken)
-            log.critical("LOST %d events: neither the pending store nor the buffer could keep them",
-                         len(envelopes) - taken)
+        # A left-over event with a row is not lost: the row stays leased to this process and is replayed
+        # by whoever adopts it once the process ends. One without a row is.
+        lost = sum(1 for envelope in envelopes[taken:] if envelope.pending_id is None)
+        if lost:
+            self.lost += lost
+            metrics.events_lost.inc(lost)
+            log.critical("LOST %d events: neither the pending store nor the buffer could keep them", lost)
