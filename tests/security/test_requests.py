@@ -117,12 +117,15 @@ def test_an_encoded_slash_does_not_reach_the_batch_route(served):
 def test_header_bytes_are_kept_faithfully(served, opensearch):
     body = msgspec.json.encode(event("latin-1-header"))
     raw_exchange(served, request_head(served, "/events", len(body), "Connection: close").replace(
-        b"Host: x", b"Host: x\r\ndevice-uuid: caf\xe9\r\nos-version: \xea\xb0\xa4\xeb\x9f\xad\xec\x8b\x9c") + body)
+        b"Host: x", b"Host: x\r\ndevice-uuid: caf\xe9\r\nos-version: \xea\xb0\xa4\xeb\x9f\xad\xec\x8b\x9c\r\n"
+        b"app-version:\t 1.2 \t ") + body)
     wait_until(lambda: opensearch.search(served.environment, {"term": {"log_id": "latin-1-header"}}), timeout=60)
     [hit] = opensearch.search(served.environment, {"term": {"log_id": "latin-1-header"}})
     # Not UTF-8: each byte is its latin-1 character. UTF-8 (what apps send): the text it encodes.
     assert hit["_source"]["device_uuid"] == "caf\u00e9"
     assert hit["_source"]["os_version"] == "갤럭시"
+    # Whitespace around a value is HTTP's framing, not the value.
+    assert hit["_source"]["app_version"] == "1.2"
 
 
 def test_ndjson_rejections_carry_the_line_number(served):

@@ -259,7 +259,8 @@ def _copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}
     for wire_name, name in COPIED_HEADERS:
         value = headers.get(wire_name)
-        text = None if value is None else _header_text(value)
+        # HTTP's optional whitespace around a value is not part of it; the parser keeps the trailing kind.
+        text = None if value is None else _header_text(value.strip(b" \t"))
         if text is not None and len(text) > MAX_STRING_CHARS:
             raise InvalidEvent(f"header {name} is longer than {MAX_STRING_CHARS} characters", name)
         copied[name] = text
