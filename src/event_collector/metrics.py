@@ -32,6 +32,13 @@ requests_refused = Counter(
     "unsupported_encoding, rate_limited (whole request), aborted (client left before its body was complete)",
     ["reason"], registry=REGISTRY,
 )
+# Connection-level refusals happen before a request is read, so they have a counter of their own.
+connections_refused = Counter(
+    "event_collector_connections_refused_total",
+    "Connections answered and closed before a request was read, by reason: over_capacity (MAX_CONNECTIONS), "
+    "head_too_large (414/431), head_timeout (no complete head within HEADER_READ_TIMEOUT_SECONDS)",
+    ["reason"], registry=REGISTRY,
+)
 events_delivered = Counter(
     "event_collector_events_delivered_total", "Events OpenSearch confirmed (2xx or 409)", registry=REGISTRY,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from support import CollectorProcess, event
+from support import CollectorProcess, event, metric
 
 HEADER_TIMEOUT_SECONDS = 1.0
 
@@ -137,15 +137,18 @@ _PING = b"GET /ping HTTP/1.1\r\nHost: x\r\n"
     (b"GET /ping?" + b"q" * (1024 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
 ], ids=["10000-headers", "101-headers", "20-KiB-header-line", "32-KiB-request-line", "1-MiB-request-line"])
 def test_too_many_headers_and_overlong_lines_are_refused(served, head, status):
+    before = refused(served, "head_too_large")
     answer = exchange(served.port, head)
     print(f"\n{len(head)} bytes: {answer[:40]!r}")
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
     assert b"connection: close" in answer
     assert ping_ms(served.port) < 1000
+    assert refused(served, "head_too_large") == before + 1
 
 
 @pytest.mark.parametrize("case", ["idle", "slowloris", "idle-after-a-response"])
 def test_a_connection_that_does_not_complete_its_head_in_time_is_closed(served, case):
+    before = refused(served, "head_timeout")
     with socket.create_connection(("127.0.0.1", served.port)) as sock:
         trickle = b""
         if case == "slowloris":
@@ -160,6 +163,8 @@ def test_a_connection_that_does_not_complete_its_head_in_time_is_closed(served, 
     print(f"\n{case}: closed after {held:.2f} s (HEADER_READ_TIMEOUT_SECONDS={HEADER_TIMEOUT_SECONDS})")
     # The sweep runs every quarter of the timeout: closed between the timeout and a little after.
     assert HEADER_TIMEOUT_SECONDS * 0.9 <= held < HEADER_TIMEOUT_SECONDS + 1.5
+    # An idle keep-alive connection ending after its answers is normal, not a refusal.
+    assert refused(served, "head_timeout") == before + (0 if case == "idle-after-a-response" else 1)
 
 
 def test_many_idle_connections_with_few_descriptors_leave_the_collector_answering(collector_factory):
@@ -198,7 +203,12 @@ def test_connections_beyond_max_connections_get_503_with_retry_after(collector_f
           f"20 closed")
     assert refused_after is not None and b"retry-after: 5" in answer, answer[:200]
     assert served_after is not None
+    assert refused(collector, "over_capacity") >= 1
     assert collector.process.poll() is None
+
+
+def refused(collector, reason: str) -> float:
+    return metric(collector, "event_collector_connections_refused_total", reason=reason)
 
 
 def seconds_until(condition, limit: float) -> float | None:

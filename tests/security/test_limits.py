@@ -107,3 +107,21 @@ def test_a_deeply_nested_unknown_field_is_named_not_blamed_on_param(served):
     assert response.status_code == 400
     assert response.json()["field"] == "junk"
     assert "param" not in response.json()["error"]
+
+
+def test_a_batch_element_too_deep_to_read_refuses_the_array_whole_but_not_an_ndjson_line(served, opensearch):
+    deep = msgspec.json.encode(event("deep-element"))[:-1] + b',"junk":' + b"[" * 3000 + b"]" * 3000 + b"}"
+    fine = msgspec.json.encode(event("deep-array-neighbour"))
+    response = served.http.post("/events/batch", content=b"[" + fine + b"," + deep + b"]", headers=served.auth())
+    # One JSON array is read in one go, so its elements cannot be told apart: refused whole, said so.
+    assert response.status_code == 400
+    assert "refused whole" in response.json()["error"]
+    # NDJSON is read line by line: the deep line is refused on its own.
+    fine_line = msgspec.json.encode(event("deep-ndjson-neighbour"))
+    response = served.http.post("/events/batch", content=fine_line + b"\n" + deep,
+                                headers={**served.auth(), "Content-Type": "application/x-ndjson"})
+    answer = response.json()
+    assert (response.status_code, answer["accepted"]) == (200, 1)
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [(1, "junk")]
+    wait_until(lambda: "deep-ndjson-neighbour" in opensearch.log_id_counts(served.environment), timeout=60)
+    assert "deep-array-neighbour" not in opensearch.log_id_counts(served.environment)

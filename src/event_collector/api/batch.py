@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from ..exceptions import BodyTooLarge, InvalidEvent
-from .validation import EventBody, decode_event
+from .validation import MAX_PARAM_DEPTH, EventBody, decode_event
 
 _decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
@@ -75,8 +75,20 @@ def _array_items(body: bytes) -> list[tuple[int, bytes]]:
     except msgspec.ValidationError:
         raise InvalidEvent("a batch must be a JSON array of events, or NDJSON with Content-Type "
                            "application/x-ndjson") from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:
+        raise _too_deep() from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        if "recursion depth" in str(exc):
+            raise _too_deep() from None
         raise InvalidEvent(f"body is not a valid JSON array: {exc}") from None
+
+
+def _too_deep() -> InvalidEvent:
+    # msgspec reads the whole array before any element and gives up past ~1,000 levels, so the elements
+    # cannot be told apart. Such an element could never be valid (param nests at most MAX_PARAM_DEPTH levels);
+    # the whole batch is refused and nothing is kept, so the client can resend the others (NDJSON is per line).
+    return InvalidEvent(f"an element of the batch is nested more than ~1,000 levels deep, too deep to be read "
+                        f"(events nest at most {MAX_PARAM_DEPTH} levels); the batch is refused whole, nothing was kept")
 
 
 def _ndjson_items(body: bytes) -> list[tuple[int, bytes]]:

@@ -31,6 +31,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from .. import metrics
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         self._discard_room = LINGER_BYTES
         self._shutting_down = False
         self._refusal: tuple[int, str] | None = None
+        self._answered_one = False
 
     # Connection
 
@@ -117,6 +119,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             # Answered before the request is read: waiting for the head would hold a descriptor for up to
             # HEADER_READ_TIMEOUT_SECONDS, which is what the cap is there to prevent.
             log.warning("over MAX_CONNECTIONS (%d): new connections answered 503", self.limits.max_connections)
+            metrics.connections_refused.labels("over_capacity").inc()
             self._write_error(503, "too many connections, try again later",
                               [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             if over_capacity <= OVER_CAPACITY_LINGERING:
@@ -145,6 +148,9 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         """The sweep found `close_at` passed: the head came too late, or lingering is over."""
         if not self._lingering:
             log.info("closed a connection that sent no complete request head within HEADER_READ_TIMEOUT_SECONDS")
+            if self.head_room != self.limits.max_header_bytes or not self._answered_one:
+                # Not a keep-alive connection left idle after its answers, which is a normal end.
+                metrics.connections_refused.labels("head_timeout").inc()
         self._close_now()
 
     def _close_now(self) -> None:
@@ -233,6 +239,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
+        self._answered_one = True
         if self._lingering or self.raw_transport.is_closing():
             return
         self.flow.resume_reading()
@@ -250,6 +257,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         log.warning("refused a request head (%d): %s", status, reason)
+        metrics.connections_refused.labels("head_too_large").inc()
         self._reading_requests = False
         self.head_room = None
         if self.cycle is not None and not self.cycle.response_complete:
