@@ -46,8 +46,9 @@ class Backoff:
         self.failures = 0
 
 
-# Whole-request answers that say nothing about the events: delivery pauses, no attempt is counted.
-_UNAVAILABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Whole-request answers that say nothing about the events: delivery pauses, no attempt is counted. Every
+# 5xx is the server's or a proxy's trouble (501 from a proxy, 507 from a full disk), never the events'.
+_UNAVAILABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
 # Whole-request answers that mean a setting is wrong; what to fix, for the log and /metrics.
 MISCONFIGURED_STATUSES = {
     401: "OpenSearch refused the credentials (401): check OPEN_SEARCH_DNS's user and password",

@@ -25,8 +25,9 @@ _Seconds = Annotated[float, Meta(gt=0, le=7 * 86400)]
 _GraceSeconds = Annotated[float, Meta(ge=0, le=86400)]
 _Days = Annotated[float, Meta(gt=0, le=36500)]
 _Rate = Annotated[float, Meta(ge=0, le=1e9)]
-# Index names are lowercase and cannot hold these characters (OpenSearch would refuse every document).
-_Environment = Annotated[str, Meta(min_length=1, max_length=100, pattern=r'^[^A-Z\\/*?"<>| ,#:_+-][^A-Z\\/*?"<>| ,#:]*$')]
+# It goes into index names, which OpenSearch wants lowercase and at most 255 bytes: lowercase ASCII (a
+# non-ASCII lowercase check and a byte count would allow little more), so 100 characters are 100 bytes.
+_Environment = Annotated[str, Meta(min_length=1, max_length=100, pattern=r'^[a-z0-9.][a-z0-9._-]*$')]
 
 
 def _available_cpus() -> int:

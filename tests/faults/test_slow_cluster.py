@@ -7,7 +7,8 @@ from support import Load, StallingProxy, assert_delivered_exactly_once, metric, 
 def test_events_waiting_long_in_a_full_buffer_are_shipped_once(collector_factory, opensearch):
     proxy = StallingProxy(int(OPENSEARCH_URL.rsplit(":", 1)[1]))
     try:
-        # PENDING_LEASE_SECONDS=1 is what made the old code hand rows still in the buffer to the replayer.
+        # PENDING_LEASE_SECONDS=1 is what made the old code hand rows still in the buffer to the replayer; the
+        # setting is gone (leases no longer lapse) and is ignored now, kept so the test still breaks old code.
         collector = collector_factory(OPEN_SEARCH_DNS=f"http://127.0.0.1:{proxy.port}", ACK_MODE="durable",
                                       QUEUE_CAPACITY=300, BULK_WORKERS=1, BULK_SIZE=20, PENDING_LEASE_SECONDS=1)
         wait_until(lambda: "index template" in collector.log(), message="the template installed")

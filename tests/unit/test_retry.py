@@ -22,7 +22,8 @@ def test_a_backoff_grows_with_each_failure_and_starts_over_after_a_success():
 
 @pytest.mark.parametrize(("status", "pauses"), [
     (200, False), (400, False), (409, False), (413, False),
-    (401, True), (403, True), (404, True), (408, True), (429, True), (500, True), (502, True), (503, True),
+    (401, True), (403, True), (404, True), (408, True), (429, True), (500, True), (501, True), (502, True), (503, True),
+    (507, True),
 ])
 def test_whole_request_answers_that_are_not_the_events_fault_pause_delivery(status, pauses):
     assert (pause_reason(status) is not None) == pauses

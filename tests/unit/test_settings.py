@@ -23,6 +23,9 @@ def load(**environ: str):
     ("SERVER_ENVIRONMENT", "Prod"),
     ("SERVER_ENVIRONMENT", "a b"),
     ("SERVER_ENVIRONMENT", "_hidden"),
+    ("SERVER_ENVIRONMENT", "\u00c9a"),
+    ("SERVER_ENVIRONMENT", "\u00e9" * 64),
+    ("SERVER_ENVIRONMENT", "prod:eu"),
     ("HEADER_READ_TIMEOUT_SECONDS", "0"),
 ])
 def test_a_setting_that_would_break_the_process_stops_start_up_naming_the_variable(name, value):

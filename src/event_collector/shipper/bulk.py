@@ -40,8 +40,8 @@ def classify(batch: list[Envelope], status: int, body: Any) -> BulkOutcome:
     outcome = BulkOutcome()
     items = body.get("items") if isinstance(body, dict) else None
     if not 200 <= status < 300 or not isinstance(items, list) or len(items) != len(batch):
-        # The request as a whole failed (overload, a proxy, a security plugin): not the events' fault,
-        # so all of them are retried with backoff and their attempts counted.
+        # An answer the sender did not pause on (retry.pause_reason) or split (413), e.g. a 400 for the whole
+        # body, or a 2xx whose items do not match the batch: every event is retried, its attempt counted.
         reason = f"bulk request answered {status}: {_shorten(body)}"
         outcome.retry = [Failure(envelope, reason) for envelope in batch]
         return outcome
