@@ -177,8 +177,11 @@ async def test_the_byte_counts_follow_every_change_exactly(store):
 
 
 async def test_dead_letters_over_their_bound_lose_the_oldest_first(tmp_path, caplog):
+    from event_collector import metrics
+
     store = new_store(tmp_path / "pending.db", dead_letter_max_bytes=50_000)
     await store.open()
+    dropped_before = metrics.dead_letters_dropped._value.get()
     try:
         await store.dead_letter([Failure(envelope(n, size=992), "400") for n in range(120)])  # 1,000 bytes each
         await janitor(store).tidy()
@@ -186,6 +189,7 @@ async def test_dead_letters_over_their_bound_lose_the_oldest_first(tmp_path, cap
         assert kept == [f"id-{n}" for n in range(70, 120)]
         assert store.dead_letter_bytes == 50_000
         assert "dropped the 70 oldest dead letters" in caplog.text
+        assert metrics.dead_letters_dropped._value.get() - dropped_before == 70
     finally:
         await store.close()
 
@@ -211,6 +215,24 @@ async def test_a_worker_reports_a_damaged_store_and_never_moves_it(tmp_path):
     with pytest.raises(StoreError, match="cannot open pending store"):
         await worker.start()
     assert [p.name for p in tmp_path.iterdir()] == ["pending.db"]
+
+
+async def test_a_locked_store_is_reported_and_never_moved_aside_even_where_damage_would_be(tmp_path):
+    path = tmp_path / "pending.db"
+    store = new_store(path)
+    await store.open()
+    await store.add([envelope(1)], leased=False)
+    await store.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in a long write: busy, not damaged
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            await new_store(path, recover_damaged=True).open()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert rows(path, "SELECT log_id FROM pending") == [("id-1",)]
 
 
 async def test_an_unreadable_store_file_is_moved_aside_and_a_fresh_one_used(tmp_path, caplog):
