@@ -77,9 +77,7 @@ class OpenSearch:
                 "size": 10000, "sources": [{"id": {"terms": {"field": "log_id"}}}]}}}}
             if after:
                 body["aggs"]["ids"]["composite"]["after"] = after
-            response = self.http.post(f"/{self.pattern(environment)}/_search", json=body,
-                                      params={"ignore_unavailable": "true", "allow_no_indices": "true"})
-            response.raise_for_status()
+            response = self._search(environment, body)
             aggregation = response.json().get("aggregations", {}).get("ids")
             if not aggregation or not aggregation["buckets"]:
                 return counts
@@ -91,10 +89,16 @@ class OpenSearch:
 
     def search(self, environment: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         self.refresh(environment)
-        response = self.http.post(f"/{self.pattern(environment)}/_search", json={"query": query, "size": 100},
-                                  params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+        return self._search(environment, {"query": query, "size": 100}).json()["hits"]["hits"]
+
+    def _search(self, environment: str, body: dict[str, Any]) -> httpx.Response:
+        # A 503 comes while a just-created index has no active shard yet: ask again.
+        response = wait_until(lambda: _not_503(self.http.post(
+            f"/{self.pattern(environment)}/_search", json=body,
+            params={"ignore_unavailable": "true", "allow_no_indices": "true"})),
+            timeout=30, message="the index's shards to become active")
         response.raise_for_status()
-        return response.json()["hits"]["hits"]
+        return response
 
 
 def _not_503(response: httpx.Response) -> httpx.Response | None:

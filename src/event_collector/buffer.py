@@ -66,8 +66,9 @@ class Buffer:
             taken += 1
         return taken
 
-    async def next_batch(self, flush_interval_seconds: float) -> list[Envelope]:
-        """Wait for a full batch or the flush interval, then take up to one batch (maybe empty).
+    async def next_batch(self, flush_interval_seconds: float, take_partial: bool = True) -> list[Envelope]:
+        """Wait for a full batch or the flush interval, then take up to one batch (maybe empty; with
+        `take_partial` False, empty unless a full batch is there or the buffer is closed).
 
         Once the buffer is closed it returns at once, so shippers drain what is left.
         """
@@ -75,7 +76,12 @@ class Buffer:
             try:
                 await asyncio.wait_for(self._batch_ready.wait(), flush_interval_seconds)
             except TimeoutError:
-                pass
+                if not take_partial:
+                    return []
+        return self.take(self._batch_size)
+
+    def take_batch(self) -> list[Envelope]:
+        """Up to one batch of what is there now, without waiting."""
         return self.take(self._batch_size)
 
     def take(self, limit: int) -> list[Envelope]:

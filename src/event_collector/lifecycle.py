@@ -46,7 +46,8 @@ class Collector:
                                        max_connections=settings.bulk_workers + 2)
         self.template = TemplateGuard(self.client, settings.server_environment)
         self.breaker = Breaker(base_seconds=1.0, max_seconds=30.0)
-        self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds)
+        self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds,
+                               settings.bulk_linger_seconds)
         self.senders = [
             Sender(self.batcher, Shipper(self.buffer, self.client, self.store, self.template), self.breaker,
                    self.buffer)

@@ -68,6 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bulk_workers: _AtLeastOne = 10
     bulk_size: _AtLeastOne = 1000
     flush_interval_seconds: _Seconds = 10.0
+    # How long a partial batch waits while every sender is idle; at least FLUSH_INTERVAL_SECONDS turns it off.
+    bulk_linger_seconds: _GraceSeconds = 0.1
     pending_replay_interval_seconds: _Seconds = 60.0
     shutdown_grace_seconds: _GraceSeconds = 30.0
     open_search_timeout_seconds: _Seconds = 30.0

@@ -55,7 +55,7 @@ def test_poison_events_are_dead_lettered_then_requeued_after_the_mapping_is_fixe
 
 def test_pending_tools_show_and_deliver_what_waits_while_the_server_runs(collector_factory, opensearch):
     stalled = collector_factory(ACK_MODE="memory", OPEN_SEARCH_DNS="http://127.0.0.1:9", QUEUE_CAPACITY=1,
-                                BULK_SIZE=1000, FLUSH_INTERVAL_SECONDS=3600)
+                                BULK_SIZE=1000, FLUSH_INTERVAL_SECONDS=3600, BULK_LINGER_SECONDS=3600)
     events = [event() for _ in range(50)]
     assert [stalled.post_event(e).json()["status"] for e in events].count("pending") == 49
     stats = cli(stalled, "pending", "stats")

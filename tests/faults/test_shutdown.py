@@ -13,7 +13,7 @@ from support import (OPENSEARCH_URL, StallingProxy, delivery_report, event, free
 def test_sigterm_in_memory_mode_with_a_full_buffer_ships_everything(collector_factory, opensearch):
     # Shippers only wait here (huge batch, hour-long interval), so the buffer fills and SIGTERM must drain it.
     collector = collector_factory(ACK_MODE="memory", QUEUE_CAPACITY=2000, BULK_SIZE=100_000,
-                                  FLUSH_INTERVAL_SECONDS=3600)
+                                  FLUSH_INTERVAL_SECONDS=3600, BULK_LINGER_SECONDS=3600)
     events = [event() for _ in range(2000)]
     statuses = asyncio.run(send_all(collector.url, collector.token(), events))
     assert statuses == [200] * 2000
@@ -31,7 +31,7 @@ def test_sigterm_while_opensearch_is_unreachable_stores_the_buffer_for_the_next_
         collector_factory, opensearch, tmp_path):
     database = tmp_path / "shared.db"
     unreachable = collector_factory(DATABASE=database, ACK_MODE="memory", OPEN_SEARCH_DNS="http://127.0.0.1:9",
-                                    BULK_SIZE=100_000, FLUSH_INTERVAL_SECONDS=3600)
+                                    BULK_SIZE=100_000, FLUSH_INTERVAL_SECONDS=3600, BULK_LINGER_SECONDS=3600)
     events = [event() for _ in range(500)]
     assert {unreachable.post_event(e).json()["status"] for e in events} == {"created"}
     assert unreachable.stop(signal.SIGTERM) == 0

@@ -63,7 +63,7 @@ def test_a_full_buffer_answers_pending_and_still_delivers_everything(collector_f
     # Batches larger than the buffer: the one shipper only empties it once a second. The replay interval
     # is an hour, so the overflow comes back only because the replayer goes as soon as half the buffer is free.
     collector = collector_factory(QUEUE_CAPACITY=50, BULK_SIZE=1000, BULK_WORKERS=1, FLUSH_INTERVAL_SECONDS=1,
-                                  PENDING_REPLAY_INTERVAL_SECONDS=3600)
+                                  BULK_LINGER_SECONDS=1, PENDING_REPLAY_INTERVAL_SECONDS=3600)
     events = [event() for _ in range(1000)]
     answers = [collector.post_event(e).json()["status"] for e in events]
     assert answers.count("created") >= 50
