@@ -9,6 +9,8 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   end_to_end        BENCH_E2E_EVENTS pushed as fast as taken: first accept to last document searchable
   limit_opensearch  the same documents bulk-indexed straight into OpenSearch by a tight client
   rss_full_buffer   the collector's RSS holding a full 100,000-event buffer
+  delivery          at a fixed rate (BENCH_DELIVERY_RATE, 2,000/s; and 350/s): time from a 2xx to the document
+                    being searchable (p50/p99), and bytes the collector wrote to disk per accepted event
 Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
 pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides of each ratio get one
 core of their own; the other figures use the whole machine. Results: a table on stdout, bench/results/latest.json,
@@ -46,6 +48,9 @@ OPENSEARCH = os.environ.get("OPEN_SEARCH_DNS", "http://127.0.0.1:9200").rstrip("
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "500000"))
+DELIVERY_RATE = float(os.environ.get("BENCH_DELIVERY_RATE", "2000"))
+# The rate of the disk figure: the moderate load at which durable mode's bytes per event were first measured.
+DISK_RATE = 350.0
 CONNECTIONS = 64
 SERVER_CPU, LOAD_CPU = "0", "1"
 MODES = ("memory", "durable")
@@ -120,6 +125,17 @@ class Server:
             except OSError:
                 pass
         return total / 1024
+
+    def written_bytes(self) -> int:
+        """Bytes the server's processes caused to be written to storage (/proc/PID/io write_bytes)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                match = re.search(r"^write_bytes: (\d+)", Path(f"/proc/{pid}/io").read_text(), re.M)
+                total += int(match.group(1)) if match else 0
+            except OSError:
+                pass
+        return total
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -259,6 +275,18 @@ class Bench:
         best = asyncio.run(direct_bulk(environment, E2E_EVENTS))
         self.record("limit_opensearch", **best)
 
+    def delivery(self, mode: str, rate: float) -> None:
+        server = self.collector(mode, workers=1)
+        try:
+            written = server.written_bytes()
+            result = asyncio.run(paced_delivery(server.url, self.token, server.environment, rate))  # type: ignore[attr-defined]
+            written = server.written_bytes() - written
+            delete_indices(server.environment)  # type: ignore[attr-defined]
+            self.record(f"delivery[{mode}]@{rate:g}", **result,
+                        disk_bytes_per_event=written / max(1, result["accepted"]))
+        finally:
+            server.stop()
+
     def rss_full_buffer(self, mode: str) -> None:
         # OpenSearch unreachable and batches larger than the buffer: the 100,000 events stay in memory.
         server = self.collector(mode, workers=1, OPEN_SEARCH_DNS="http://127.0.0.1:9", QUEUE_CAPACITY=100_000,
@@ -303,6 +331,65 @@ async def push_batches(url: str, token: str, total: int, per_request: int = 100,
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
     return first_accept[0], statuses
+
+
+async def paced_delivery(url: str, token: str, environment: str, rate: float,
+                         clients: int = 32) -> dict[str, float]:
+    """Send single events at `rate` for SECONDS; returns the time from each 2xx to its document being
+    searchable (p50/p99, in ms) and how many were accepted.
+
+    Searchable is read from the index's document count, polled every 50 ms without forcing a refresh:
+    the k-th document counted is taken to be the k-th event answered, which holds as long as the collector
+    delivers in about the order it accepts (its buffer is FIFO; concurrent bulks blur it by one bulk).
+    """
+    prefix = uuid.uuid4().hex[:12]
+    answered: list[float] = []
+    counted: list[tuple[float, int]] = []
+    total = int(rate * SECONDS)
+    started = time.monotonic() + 0.5
+    slots = iter(range(total))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        for n in slots:
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            body = msgspec.json.encode({"log_id": f"{prefix}-{n}", "page": "/home", "event": "click",
+                                        "param": {"price": 1200, "currency": "KRW"}})
+            async with session.post(url + "/events", data=body, headers=headers) as response:
+                await response.read()
+                if response.status == 200:
+                    answered.append(time.time())
+
+    async def poll(session: aiohttp.ClientSession, done: asyncio.Event) -> None:
+        count_url = f"{OPENSEARCH}/events_{environment}_*/_count?allow_no_indices=true"
+        deadline = None
+        while True:
+            async with session.get(count_url) as response:
+                count = (await response.json())["count"] if response.status == 200 else 0
+            counted.append((time.time(), count))
+            if done.is_set():
+                deadline = deadline or time.monotonic() + 60
+                if count >= len(answered) or time.monotonic() > deadline:
+                    return
+            await asyncio.sleep(0.05)
+
+    done = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        poller = asyncio.create_task(poll(session, done))
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        done.set()
+        await poller
+    answered.sort()
+    latencies, position = [], 0
+    for k, acked_at in enumerate(answered):
+        while position < len(counted) and counted[position][1] < k + 1:
+            position += 1
+        if position == len(counted):
+            break  # never became searchable within the minute: reported as missing
+        latencies.append(counted[position][0] - acked_at)
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"rate": rate, "accepted": len(answered), "missing": len(answered) - len(latencies),
+            "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000}
 
 
 def wait_until_searchable(environment: str, expected: int, timeout: float = 1800) -> float:
@@ -420,6 +507,8 @@ def main() -> int:
                 bench.batch(mode)
                 bench.end_to_end(mode)
                 bench.rss_full_buffer(mode)
+                bench.delivery(mode, DELIVERY_RATE)
+                bench.delivery(mode, DISK_RATE)
             bench.limit_opensearch()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -460,7 +549,11 @@ def targets(figures: dict) -> list[dict[str, Any]]:
              "ratio": median(figures, f"end_to_end[{mode}]", "events_per_second") / storage},
             {"target": f"rss_full_buffer[{mode}] <= 200 MB", "goal": 200.0,
              "ratio": median(figures, f"rss_full_buffer[{mode}]", "rss_mb"), "at_most": True},
+            {"target": f"delivery[{mode}]@{DELIVERY_RATE:g} p99 <= 2,000 ms", "goal": 2000.0, "at_most": True,
+             "ratio": median(figures, f"delivery[{mode}]@{DELIVERY_RATE:g}", "p99_ms")},
         ]
+    checks.append({"target": f"delivery[durable]@{DISK_RATE:g} <= 2 KB written per event", "goal": 2048.0,
+                   "at_most": True, "ratio": median(figures, f"delivery[durable]@{DISK_RATE:g}", "disk_bytes_per_event")})
     for check in checks:
         check["met"] = check["ratio"] <= check["goal"] if check.pop("at_most", False) else check["ratio"] >= check["goal"]
     return checks
