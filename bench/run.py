@@ -9,6 +9,9 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   end_to_end        BENCH_E2E_EVENTS pushed as fast as taken: first accept to last document searchable
   limit_opensearch  the same documents bulk-indexed straight into OpenSearch by a tight client
   rss_full_buffer   the collector's RSS holding a full 100,000-event buffer
+  seed              with SEED_BIN (a build of the original Rust collector, scripts/build-seed): `single` pinned
+                    as above, and `searchable` (whole machine, one event per request for SECONDS: documents
+                    that became searchable per second during the load) for it and for this collector's modes
   delivery          at a fixed rate (BENCH_DELIVERY_RATE, 2,000/s; and 350/s): time from a 2xx to the document
                     being searchable (p50/p99), and bytes the collector wrote to disk per accepted event
 Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
@@ -27,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,6 +52,7 @@ OPENSEARCH = os.environ.get("OPEN_SEARCH_DNS", "http://127.0.0.1:9200").rstrip("
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "500000"))
+SEED_BIN = os.environ.get("SEED_BIN", "")
 DELIVERY_RATE = float(os.environ.get("BENCH_DELIVERY_RATE", "2000"))
 # The rate of the disk figure: the moderate load at which durable mode's bytes per event were first measured.
 DISK_RATE = 350.0
@@ -170,6 +175,42 @@ class Bench:
         server = Server([PYTHON, "-m", "event_collector.cli", "serve"], env, port, self.workdir, pinned)
         server.environment = environment  # type: ignore[attr-defined]
         return server
+
+    def seed(self, pinned: bool = False) -> Server:
+        """The original Rust collector, with the settings it reads and an SQLite file with its table."""
+        port = free_port()
+        environment = "benchseed" + uuid.uuid4().hex[:8]
+        database = self.workdir / (environment + ".db")
+        with sqlite3.connect(database) as connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, log TEXT)")
+        env = {**os.environ, "JWT_SECRET": SECRET, "SERVER_PORT": str(port), "SERVER_ENVIRONMENT": environment,
+               "OPEN_SEARCH_DNS": OPENSEARCH, "DATABASE_URL": f"sqlite://{database}"}
+        server = Server([SEED_BIN], env, port, self.workdir, pinned)
+        server.environment = environment  # type: ignore[attr-defined]
+        return server
+
+    def single_seed(self) -> None:
+        server = self.seed(pinned=True)
+        try:
+            with opensearch_on_load_cpu():
+                self.record("single[seed]", **self.wrk(server.url, pinned=True))
+        finally:
+            server.stop()
+
+    def searchable(self, mode: str) -> None:
+        """Whole machine, one event per request: documents that became searchable per second during the load
+        (the count is read as it is, no refresh forced), next to the accepted rate."""
+        server = self.seed() if mode == "seed" else self.collector(mode, workers=os.cpu_count() or 1)
+        try:
+            started = time.time()
+            result = self.wrk(server.url)
+            count = searchable_now(server.environment)  # type: ignore[attr-defined]
+            elapsed = time.time() - started
+            delete_indices(server.environment)  # type: ignore[attr-defined]
+            self.record(f"searchable[{mode}]", accepted_per_second=result["accepted_per_second"],
+                        searchable_per_second=count / elapsed)
+        finally:
+            server.stop()
 
     def limit_server(self) -> Server:
         port = free_port()
@@ -392,6 +433,13 @@ async def paced_delivery(url: str, token: str, environment: str, rate: float,
             "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000}
 
 
+def searchable_now(environment: str) -> int:
+    import httpx
+
+    response = httpx.get(f"{OPENSEARCH}/events_{environment}_*/_count", params={"allow_no_indices": "true"})
+    return response.json()["count"] if response.status_code == 200 else 0
+
+
 def wait_until_searchable(environment: str, expected: int, timeout: float = 1800) -> float:
     """Poll the count without forcing a refresh: a document counts once OpenSearch made it searchable."""
     import httpx
@@ -500,6 +548,11 @@ def main() -> int:
         for repeat in range(REPEATS):
             print(f"round {repeat + 1} of {REPEATS}", flush=True)
             bench.limit_http()
+            if SEED_BIN:
+                bench.single_seed()
+                bench.searchable("seed")
+                for mode in MODES:
+                    bench.searchable(mode)
             for mode in MODES:
                 single = bench.single(mode)
                 bench.single(mode, workers=os.cpu_count() or 1)
@@ -539,6 +592,14 @@ def targets(figures: dict) -> list[dict[str, Any]]:
     http = median(figures, "limit_http", "requests_per_second")
     storage = median(figures, "limit_opensearch", "events_per_second")
     checks = []
+    if "single[seed]" in figures:
+        seed = median(figures, "single[seed]", "accepted_per_second")
+        seed_searchable = median(figures, "searchable[seed]", "searchable_per_second")
+        for mode, goal in (("memory", 1.5), ("durable", 1.0)):
+            checks.append({"target": f"single[{mode}] >= {goal}x single[seed]", "goal": goal,
+                           "ratio": median(figures, f"single[{mode}]", "accepted_per_second") / seed})
+            checks.append({"target": f"searchable[{mode}] >= 1.2x searchable[seed]", "goal": 1.2,
+                           "ratio": median(figures, f"searchable[{mode}]", "searchable_per_second") / seed_searchable})
     for mode in MODES:
         single = median(figures, f"single[{mode}]", "accepted_per_second")
         checks += [
