@@ -201,3 +201,16 @@ def test_mint_token_signs_with_the_named_kid():
         mint_token(KEY_SET, "bob", 60)
     with pytest.raises(AuthError, match="no kid"):
         mint_token(KEY_SET, "bob", 60, "1999")
+
+
+def test_the_token_command_signs_with_the_chosen_kid(monkeypatch, capsys):
+    from event_collector.cli import main
+
+    monkeypatch.setenv("JWT_SECRET", KEY_SET)
+    monkeypatch.chdir("/")  # no .env
+    assert main(["token", "--sub", "carol", "--kid", "2026-11"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(token)["kid"] == "2026-11"
+    assert TokenVerifier(ring(secret=KEY_SET)).user_id(bearer(token)) == "carol"
+    assert main(["token", "--sub", "carol"]) == 2
+    assert "--kid" in capsys.readouterr().err
