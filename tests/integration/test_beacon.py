@@ -146,3 +146,13 @@ def test_no_token_from_a_url_reaches_any_log_line(tmp_path, opensearch):
     for name, token in tokens.items():
         for piece in (token, token.split(".")[-1]):
             assert piece not in log, f"the {name} token is in the log"
+
+
+def test_a_gzipped_beacon_is_inflated_like_any_ingest_body(served, opensearch):
+    import gzip
+
+    sent = event(token=served.token("gzip-user"))
+    response = served.http.post("/events/beacon", content=gzip.compress(json.dumps(sent).encode()),
+                                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert response.status_code == 204
+    assert indexed(served, opensearch, sent["log_id"])["user_id"] == "gzip-user"
