@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="print a JWT signed with JWT_SECRET, for trying the API")
     token.add_argument("--sub", required=True, help="the user id the token stands for")
     token.add_argument("--ttl", default="1h", type=_duration, help="lifetime, e.g. 90s, 30m, 1h, 7d (default 1h)")
+    token.add_argument("--kid", help="the key of a JWT_SECRET key set to sign with (its kid goes in the token)")
 
     pending = commands.add_parser("pending", help="inspect or replay the events waiting for delivery")
     pending_commands = pending.add_subparsers(dest="action", required=True)
@@ -48,13 +49,25 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command in ("serve", "token"):
             require_jwt_secret(settings)
+            from .api.keys import KeyRing
+
+            KeyRing.from_settings(settings)  # JWT_SECRET's key set and JWT_JWKS_FILE, checked before serving
     except ConfigError as exc:
         print(f"event-collector: {exc}", file=sys.stderr)
         return 2
     if args.command == "token":
         from .api.auth import mint_token
+        from .exceptions import AuthError
 
-        print(mint_token(settings.jwt_secret, args.sub, args.ttl))
+        if not settings.jwt_secret:
+            print("event-collector: JWT_SECRET is empty: tokens of JWT_JWKS_FILE's keys are minted by their issuer",
+                  file=sys.stderr)
+            return 2
+        try:
+            print(mint_token(settings.jwt_secret, args.sub, args.ttl, args.kid))
+        except AuthError as exc:
+            print(f"event-collector: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "serve":
         return _serve(settings)
@@ -103,7 +116,8 @@ def _serve(settings: Settings) -> int:
         # without Retry-After, so it is not used.
         http=functools.partial(CollectorHttpProtocol, limits=limits),
         lifespan="on",
-        access_log=False,
+        # Off by default; when on, query strings are redacted from it (a beacon's ?token=).
+        access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
         # The whole stop keeps within SHUTDOWN_GRACE_SECONDS: requests in progress get at most that, the
@@ -142,6 +156,9 @@ def _log_config() -> dict:
     config["handlers"]["collector"] = {"class": "logging.StreamHandler", "formatter": "collector",
                                        "stream": "ext://sys.stderr", "filters": ["repeats"]}
     config["loggers"]["event_collector"] = {"handlers": ["collector"], "level": "INFO", "propagate": False}
+    # A beacon may carry its token in the URL: no query string reaches the access log.
+    config["filters"]["redact_queries"] = {"()": "event_collector.logs.QueryRedactingFilter"}
+    config["loggers"]["uvicorn.access"]["filters"] = ["redact_queries"]
     return config
 
 

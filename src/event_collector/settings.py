@@ -25,6 +25,9 @@ _Seconds = Annotated[float, Meta(gt=0, le=7 * 86400)]
 _GraceSeconds = Annotated[float, Meta(ge=0, le=86400)]
 _Days = Annotated[float, Meta(gt=0, le=36500)]
 _Rate = Annotated[float, Meta(ge=0, le=1e9)]
+# "*" or scheme://host[:port] origins, comma-separated; a path (even "/") never matches a browser's Origin.
+_ORIGIN = r"(\*|[A-Za-z][A-Za-z0-9+.-]*://[^/\s,*]+)"
+_Origins = Annotated[str, Meta(pattern=rf"^\s*({_ORIGIN}(\s*,\s*{_ORIGIN})*)?\s*$")]
 # It goes into index names, which OpenSearch wants lowercase and at most 255 bytes: lowercase ASCII (a
 # non-ASCII lowercase check and a byte count would allow little more), so 100 characters are 100 bytes.
 _Environment = Annotated[str, Meta(min_length=1, max_length=100, pattern=r'^[a-z0-9.][a-z0-9._-]*$')]
@@ -101,6 +104,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     janitor_interval_seconds: _Seconds = 300.0
     ack_mode: Literal["durable", "memory"] = "durable"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Keys beyond JWT_SECRET (api/keys.py): public keys for RS256/ES256 tokens, and claims to insist on.
+    jwt_jwks_file: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    # Web pages of these origins may send events (api/cors.py); empty: CORS is off.
+    cors_allowed_origins: _Origins = ""
+    # uvicorn's access log, with query strings (a beacon's token) redacted (logs.QueryRedactingFilter).
+    access_log: bool = False
 
     @property
     def sqlite_path(self) -> str:
@@ -147,7 +158,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
 
 # Said in words where msgspec would quote a regular expression.
 _EXPECTED = {"server_environment": 'part of an index name: lowercase, none of \\ / * ? " < > | , # : or space, '
-                                   "not starting with _ - +"}
+                                   "not starting with _ - +",
+             "cors_allowed_origins": "comma-separated origins such as https://app.example.com "
+                                     "(scheme://host[:port], no path), or *"}
 
 
 def _explain(message: str, raw: Mapping[str, str]) -> str:
@@ -161,6 +174,7 @@ def _explain(message: str, raw: Mapping[str, str]) -> str:
 
 
 def require_jwt_secret(settings: Settings) -> None:
-    # The original accepted tokens signed with an empty key; we refuse to start instead.
-    if not settings.jwt_secret:
+    # The original accepted tokens signed with an empty key; we refuse to start instead. Public keys alone
+    # (JWT_JWKS_FILE) are enough to serve; api/keys.py checks what each variable holds.
+    if not settings.jwt_secret and not settings.jwt_jwks_file:
         raise ConfigError("JWT_SECRET is empty or missing: set it in the environment or in .env")

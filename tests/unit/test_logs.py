@@ -38,3 +38,15 @@ def test_different_messages_levels_and_loggers_are_counted_apart():
 def test_critical_records_always_pass():
     repeats = RepeatFilter(interval_seconds=10, clock=Clock())
     assert all(repeats.filter(record("LOST %d events", 5, level=logging.CRITICAL)) for _ in range(3))
+
+
+def test_query_strings_are_redacted_from_access_log_lines():
+    from event_collector.logs import QueryRedactingFilter
+
+    line = record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/events/beacon?token=a.b.c&x=1", "1.1", 204,
+                  name="uvicorn.access")
+    assert QueryRedactingFilter().filter(line)
+    assert line.getMessage() == '127.0.0.1:5000 - "POST /events/beacon?[redacted] HTTP/1.1" 204'
+    plain = record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/events", "1.1", 200)
+    assert QueryRedactingFilter().filter(plain)
+    assert plain.getMessage() == '127.0.0.1:5000 - "POST /events HTTP/1.1" 200'

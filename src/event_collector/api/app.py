@@ -1,6 +1,7 @@
 """The HTTP API as a bare ASGI application: no framework on the hot path.
 
-Routes: GET /ping, POST /events, POST /events/batch, GET /metrics. The lifespan protocol starts and
+Routes: GET /ping, POST /events, POST /events/batch, POST /events/beacon, GET /metrics; OPTIONS on the
+ingest routes when CORS is on (api/cors.py). The lifespan protocol starts and
 stops the Collector, so whatever serves this app (uvicorn here) drives the pipeline's lifecycle.
 """
 
@@ -18,9 +19,12 @@ from ..envelope import build_envelope
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError, UnsupportedEncoding
 from ..lifecycle import CREATED, PENDING, Collector
 from ..settings import Settings
+from . import beacon
 from .auth import TokenVerifier
 from .batch import DecodedBatch, Rejection, decode_batch, inflate
+from .cors import CorsPolicy, is_preflight
 from .deadlines import BodyReadDeadlines
+from .keys import KeyRing
 from .ratelimit import UserRateLimiter
 from .validation import MAX_STRING_CHARS, decode_event
 
@@ -34,11 +38,16 @@ COPIED_HEADERS = tuple((name.encode(), name) for name in ("device-uuid", "app-ve
 _JSON = [(b"content-type", b"application/json")]
 _encode = msgspec.json.encode
 _RETRY_AFTER_SECONDS = b"5"
+# The ingest routes, by raw path: what each body holds and how it is answered.
+_EVENT, _BATCH, _BEACON = "event", "batch", "beacon"
+_INGEST_ROUTES = {b"/events": _EVENT, b"/events/batch": _BATCH, b"/events/beacon": _BEACON}
 
 
-def _messages(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[dict, dict]:
-    """The ASGI messages of a whole response. A Content-Length spares the server chunked framing."""
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
+def _messages(status: int, body: bytes, headers: list[tuple[bytes, bytes]], length: bool = True) -> tuple[dict, dict]:
+    """The ASGI messages of a whole response. A Content-Length spares the server chunked framing (a 204 has
+    neither: `length=False`)."""
+    if length:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
     return ({"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body})
 
@@ -51,7 +60,8 @@ class CollectorApp:
     def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
         self.settings = settings
         self.collector = collector or Collector(settings)
-        self.verifier = TokenVerifier(settings.jwt_secret)
+        self.verifier = TokenVerifier(KeyRing.from_settings(settings))
+        self.cors = CorsPolicy.from_setting(settings.cors_allowed_origins)
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
         self.rate_limiter = (UserRateLimiter(settings.rate_limit_per_user, settings.rate_limit_burst)
                              if settings.rate_limit_per_user > 0 else None)
@@ -87,13 +97,22 @@ class CollectorApp:
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         # Route on the path as sent: "/events%2Fbatch" is not "/events/batch".
         path, method = scope.get("raw_path") or scope["path"].encode(), scope["method"]
-        if path == b"/events" or path == b"/events/batch":
+        route = _INGEST_ROUTES.get(path)
+        if route is not None:
+            if self.cors is not None:
+                origin = self.cors.allowed_origin(scope["headers"])
+                if method == "OPTIONS":
+                    await self._preflight(scope, send, origin)
+                    return
+                if origin is not None:
+                    send = self.cors.answering(send, origin)
             if method != "POST":
-                await _respond(send, 405, {"error": "use POST"}, [(b"allow", b"POST")])
+                allowed = b"POST" if self.cors is None else b"POST, OPTIONS"
+                await _respond(send, 405, {"error": "use POST"}, [(b"allow", allowed)])
             elif not self.collector.accepting:
                 await _unavailable(send, "the collector is shutting down")
             else:
-                await self._ingest(scope, receive, send, batch=path == b"/events/batch")
+                await self._ingest(scope, receive, send, route)
         elif path == b"/ping" or path == b"/metrics":
             if method not in ("GET", "HEAD"):
                 # uvicorn sends no body for HEAD: the answer's headers are those GET would have.
@@ -106,21 +125,34 @@ class CollectorApp:
         else:
             await _respond(send, 404, {"error": f"no route for {method} {scope['path']}"})
 
-    async def _ingest(self, scope: dict[str, Any], receive: Receive, send: Send, batch: bool) -> None:
+    async def _preflight(self, scope: dict[str, Any], send: Send, origin: bytes | None) -> None:
+        assert self.cors is not None
+        if origin is None:
+            # No CORS header: the browser reports the preflight as failed and sends nothing.
+            await _respond(send, 403, {"error": "this origin is not in CORS_ALLOWED_ORIGINS"})
+        elif not is_preflight(scope["headers"]):
+            await _respond(send, 400, {"error": "OPTIONS is answered only as a CORS preflight "
+                                                "(with Origin and Access-Control-Request-Method)"})
+        else:
+            await _respond_raw(send, 204, b"", self.cors.preflight_headers(origin), length=False)
+
+    async def _ingest(self, scope: dict[str, Any], receive: Receive, send: Send, route: str) -> None:
         headers = _headers(scope)
         try:
-            user_id = self.verifier.user_id(headers.get(b"authorization"))
+            if route is _BEACON:
+                user_id, copied, decoded = await self._read_beacon(scope, headers, receive)
+            else:
+                user_id = self.verifier.user_id(headers.get(b"authorization"))
+                copied = _copied_headers(headers)
+                body = self._decoded_body(await self._read_body(headers, receive), headers)
+                if route is _BATCH:
+                    decoded = self._decode_batch(body, headers)
+                else:
+                    decoded = DecodedBatch(events=[decode_event(body)], positions=[0])
         except AuthError as exc:
             _refused("unauthorized")
             await _respond(send, 401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
             return
-        try:
-            copied = _copied_headers(headers)
-            body = self._decoded_body(await self._read_body(headers, receive), headers)
-            if batch:
-                decoded = self._decode_batch(body, headers)
-            else:
-                decoded = DecodedBatch(events=[decode_event(body)], positions=[0])
         except InvalidEvent as exc:
             _refused(_REFUSAL_REASONS.get(exc.status, "invalid"))
             await _respond(send, exc.status, _error(exc.message, exc.field))
@@ -167,10 +199,13 @@ class CollectorApp:
         invalid = sum(1 for rejection in rejected if rejection.status != 429)
         if invalid:
             metrics.received_rejected.inc(invalid)
-        if not batch:
+        if route is _EVENT:
             start, body = _STATUS_ANSWERS[status]
             await send(start)
             await send(body)
+            return
+        if route is _BEACON:
+            await _respond_raw(send, 204, b"", [], length=False)
             return
         extra = [(b"retry-after", retry_after)] if retry_after is not None else []
         await _respond(send, 200, {
@@ -178,6 +213,17 @@ class CollectorApp:
             "accepted": len(envelopes),
             "rejected": [_rejection(rejection) for rejection in rejected],
         }, extra)
+
+    async def _read_beacon(self, scope: dict[str, Any], headers: dict[bytes, bytes],
+                           receive: Receive) -> tuple[str, dict[str, str | None], DecodedBatch]:
+        """A beacon's token may be in its body: the body is read and decoded first, then the request goes
+        on as /events would (api/beacon.py)."""
+        beacon.check_content_type(headers)
+        body = self._decoded_body(await self._read_body(headers, receive), headers)
+        event = decode_event(body)
+        headers = beacon.as_event_request(scope.get("query_string", b""), headers, body)
+        user_id = self.verifier.user_id(headers.get(b"authorization"))
+        return user_id, _copied_headers(headers), DecodedBatch(events=[event], positions=[0])
 
     def _decoded_body(self, body: bytes, headers: dict[bytes, bytes]) -> bytes:
         """The body with its Content-Encoding undone: gzip (bounded: a bomb stops at MAX_BODY_BYTES)."""
@@ -280,8 +326,9 @@ async def _respond(send: Send, status: int, payload: Any, extra: list[tuple[byte
     await _respond_raw(send, status, _encode(payload), _JSON + (extra or []))
 
 
-async def _respond_raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    start, body_message = _messages(status, body, headers)
+async def _respond_raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+                       length: bool = True) -> None:
+    start, body_message = _messages(status, body, headers, length)
     await send(start)
     await send(body_message)
 

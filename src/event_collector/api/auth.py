@@ -1,19 +1,23 @@
-"""Bearer JWT authentication: HS256 only, `exp` and `sub` required, `sub` becomes the user id.
+"""Bearer JWT authentication: `exp` and `sub` required, `sub` becomes the user id.
 
 Verifying a signature costs far more than the rest of a request, and apps send many events with one
 token, so each distinct token is verified once and its subject cached until the token's `exp`. A cache
 hit is a dict lookup and an expiry check, nothing more. That is safe because only a token in the one
 canonical form is ever cached: PyJWT's base64 decoding skips junk characters, so without the strict form
 one valid token would have endless spellings (`<token>!!!!…`) that all verify, each a new cache entry.
+The cache belongs to one verifier, built from one set of keys: keys change only with a restart, which
+starts with an empty cache, so a token of a kid taken out of the keys is never accepted from the cache.
 
 What a token must be (anything else is a 401, whatever PyJWT or the JSON decoder raise on it):
 
 - at most MAX_TOKEN_BYTES, three segments of unpadded base64url in canonical form (decoding and
   encoding again gives the segment back, so the unused trailing bits cannot make variants either);
-- signed with HS256 under JWT_SECRET (PyJWT checks the signature and the algorithm, `none` included);
+- signed with the key its header selects (api/keys.py: HS256 under JWT_SECRET, or RS256/ES256 under the
+  JWT_JWKS_FILE key its kid names), with that key's one algorithm (PyJWT checks the signature);
 - claims: `sub` a string of 1 to MAX_SUBJECT_CHARS characters; `exp` a number (integer or finite float,
   not a boolean) in the future and at most MAX_LIFETIME_YEARS ahead; `nbf` and `iat` optional, numbers
-  when present and not in the future; `aud` absent or empty, as no audience is configured (PyJWT's rule).
+  when present and not in the future; `iss` equal to JWT_ISSUER when that is set; `aud` holding
+  JWT_AUDIENCE when that is set, else absent or empty (PyJWT's rule).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jwt
 import msgspec
 
 from ..exceptions import AuthError
+from .keys import HMAC_ALGORITHM, PUBLIC_KEY_ALGORITHMS, KeyRing, parse_secret
 from .validation import MAX_STRING_CHARS
 
 # Room for any real token (a few hundred bytes); bounds what a miss decodes and what the cache holds.
@@ -46,8 +51,7 @@ _ENTRY_OVERHEAD_BYTES = 200
 _CACHE_BYTES = 16 * 1024 * 1024
 
 _COMPACT_FORM = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
-_ALGORITHMS = ["HS256"]
-_JWS = jwt.PyJWS(algorithms=_ALGORITHMS)
+_JWS = jwt.PyJWS(algorithms=[HMAC_ALGORITHM, *PUBLIC_KEY_ALGORITHMS])
 
 
 class _Claims(msgspec.Struct):
@@ -58,17 +62,21 @@ class _Claims(msgspec.Struct):
     nbf: float | msgspec.UnsetType = msgspec.UNSET
     iat: float | msgspec.UnsetType = msgspec.UNSET
     aud: Any = None
+    iss: Any = None
 
 
 _decode_claims = msgspec.json.Decoder(_Claims).decode
 
 
 class TokenVerifier:
-    def __init__(self, secret: str, cache_size: int = 10_000, cache_bytes: int = _CACHE_BYTES,
+    def __init__(self, keys: KeyRing | str, cache_size: int = 10_000, cache_bytes: int = _CACHE_BYTES,
                  clock: Callable[[], float] = time.time) -> None:
-        if not secret:
-            raise ValueError("an empty JWT secret would accept forged tokens")
-        self._secret = secret
+        if isinstance(keys, str):
+            if not keys:
+                raise ValueError("an empty JWT secret would accept forged tokens")
+            secret, secrets_by_kid = parse_secret(keys)
+            keys = KeyRing(secret, secrets_by_kid)
+        self._keys = keys
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self._clock = clock
@@ -92,7 +100,11 @@ class TokenVerifier:
     def _verify(self, token: str) -> str:
         _check_compact_form(token)
         try:
-            payload = _JWS.decode_complete(token, self._secret, algorithms=_ALGORITHMS)["payload"]
+            # The header is read unverified only to pick the key; the key then fixes the one algorithm.
+            key, algorithm = self._keys.key_for(_JWS.get_unverified_header(token))
+            payload = _JWS.decode_complete(token, key, algorithms=[algorithm])["payload"]
+        except AuthError:
+            raise
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         except Exception as exc:
@@ -104,8 +116,7 @@ class TokenVerifier:
         except msgspec.MsgspecError as exc:
             raise AuthError(f"invalid token claims: {exc}") from None
         self._check_times(claims)
-        if claims.aud:
-            raise AuthError("invalid token: it names an audience, and none is configured")
+        self._check_issuer_and_audience(claims)
         self._remember(token, claims.sub, claims.exp)
         return claims.sub
 
@@ -119,6 +130,16 @@ class TokenVerifier:
             raise AuthError("token is not valid yet (nbf)")
         if claims.iat is not msgspec.UNSET and claims.iat > now:
             raise AuthError("token is not valid yet (iat)")
+
+    def _check_issuer_and_audience(self, claims: _Claims) -> None:
+        issuer, audience = self._keys.issuer, self._keys.audience
+        if issuer is not None and claims.iss != issuer:
+            raise AuthError("invalid token: its issuer (iss) is not JWT_ISSUER")
+        if audience is None:
+            if claims.aud:
+                raise AuthError("invalid token: it names an audience, and none is configured")
+        elif not (claims.aud == audience or (isinstance(claims.aud, list) and audience in claims.aud)):
+            raise AuthError("invalid token: its audience (aud) does not include JWT_AUDIENCE")
 
     def _remember(self, token: str, subject: str, expires: float) -> None:
         cost = sys.getsizeof(token) + sys.getsizeof(subject) + _ENTRY_OVERHEAD_BYTES
@@ -149,6 +170,16 @@ def _check_compact_form(token: str) -> None:
             raise AuthError("invalid token: a segment is not in canonical base64url")
 
 
-def mint_token(secret: str, subject: str, ttl_seconds: float) -> str:
+def mint_token(secret: str, subject: str, ttl_seconds: float, kid: str | None = None) -> str:
+    """An HS256 token signed with a plain JWT_SECRET, or with the key set's secret for `kid`."""
+    plain, secrets_by_kid = parse_secret(secret)
+    if plain is None:
+        if kid is None and "" not in secrets_by_kid:
+            raise AuthError("JWT_SECRET holds a key set: name the key with --kid")
+        if (kid or "") not in secrets_by_kid:
+            raise AuthError(f"JWT_SECRET has no kid {kid!r}")
+        plain = secrets_by_kid[kid or ""]
     now = int(time.time())
-    return jwt.encode({"sub": subject, "iat": now, "exp": now + int(ttl_seconds)}, secret, algorithm="HS256")
+    headers = {"kid": kid} if kid else None
+    return jwt.encode({"sub": subject, "iat": now, "exp": now + int(ttl_seconds)}, plain, algorithm="HS256",
+                      headers=headers)
