@@ -21,6 +21,7 @@ against OpenSearch 2.19 with the collector's index template (shipper/template.py
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -39,8 +40,15 @@ MAX_PARAM_PATH_AND_VALUE_BYTES = MAX_TERM_BYTES - 2 * len(_PARAM_FIELD_PREFIX) -
 # The longest number OpenSearch's JSON parser reads (Jackson's maxNumberLength); the sign does not count.
 MAX_PARAM_NUMBER_DIGITS = 1000
 
+# The end of year 9999 in epoch milliseconds: the last time an ISO 8601 date string can carry.
+MAX_EPOCH_MILLIS = 253402300799999
+
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
 _Optional = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)] | None
+# A time on the device's clock: RFC 3339 with its offset (a time without one is ambiguous), or epoch
+# milliseconds from 1970 on. msgspec parses both and names the field when neither fits.
+_ClientTime = (Annotated[datetime, msgspec.Meta(tz=True)] | Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MILLIS)]
+               | None)
 
 
 class EventBody(msgspec.Struct):
@@ -53,9 +61,13 @@ class EventBody(msgspec.Struct):
     section: _Optional = None
     # Free-form; values inside it are not bound by MAX_STRING_CHARS but by what flat_object can index.
     param: dict[str, Any] | None = None
+    # When the event happened and when the request was sent, by the device's clock (enrich/client_time.py).
+    timestamp: _ClientTime = None
+    sent_at: _ClientTime = None
 
 
 _decode_event = msgspec.json.Decoder(EventBody).decode
+_CLIENT_TIMES = ("timestamp", "sent_at")
 _encode = msgspec.json.encode
 _FIELD_AT = re.compile(r"at `\$\.([A-Za-z_]+)")
 _MISSING_FIELD = re.compile(r"required field `([^`]+)`")
@@ -79,7 +91,11 @@ def decode_event(body: bytes) -> EventBody:
     try:
         event = _decode_event(body)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(str(exc), _field_of(str(exc))) from None
+        field = _field_of(str(exc))
+        if field in _CLIENT_TIMES:
+            raise InvalidEvent(f"{field} must be an RFC 3339 date-time with an offset (2026-11-28T09:15:02.123Z) or "
+                               f"epoch milliseconds from 0 to {MAX_EPOCH_MILLIS}: {exc}", field) from None
+        raise InvalidEvent(str(exc), field) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
