@@ -30,7 +30,8 @@ class UserAgentParser:
         self._parser = Parser(CachingResolver(RegexResolver(load_builtins()), Cache(cache_entries)))
 
     def parse(self, user_agent: str) -> UserAgentInfo:
-        result = self._parser(user_agent, Domain.ALL).complete()
+        # What matches no rule is the family "Other", as in the rules' own test data.
+        result = self._parser(user_agent, Domain.ALL).complete().with_defaults()
         browser, system, device = result.user_agent, result.os, result.device
         return UserAgentInfo(browser.family, _version(browser.major, browser.minor, browser.patch), system.family,
                              _version(system.major, system.minor, system.patch), device.family, device.brand,
