@@ -9,6 +9,7 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   end_to_end        BENCH_E2E_EVENTS pushed as fast as taken: first accept to last document searchable
   limit_opensearch  the same documents bulk-indexed straight into OpenSearch by a tight client
   rss_full_buffer   the collector's RSS holding a full 100,000-event buffer
+  enrichment        CPU µs to decode, enrich and encode one event, each enrichment off and on (bench/enrichment.py)
 Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
 pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides of each ratio get one
 core of their own; the other figures use the whole machine. Results: a table on stdout, bench/results/latest.json,
@@ -254,6 +255,11 @@ class Bench:
         finally:
             server.stop()
 
+    def enrichment(self) -> None:
+        from enrichment import measure
+
+        self.record("enrichment", **measure())
+
     def limit_opensearch(self) -> None:
         environment = "benchlimit" + uuid.uuid4().hex[:8]
         best = asyncio.run(direct_bulk(environment, E2E_EVENTS))
@@ -421,6 +427,7 @@ def main() -> int:
                 bench.end_to_end(mode)
                 bench.rss_full_buffer(mode)
             bench.limit_opensearch()
+            bench.enrichment()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

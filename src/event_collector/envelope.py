@@ -101,6 +101,7 @@ def build_envelope(
     """`event` is a validated `api.validation.EventBody`; `headers` holds the copied request headers and
     `client` what the request says about the client (enrich.Enricher)."""
     times = event_time(event.timestamp, event.sent_at, received_at, max_event_age_seconds)
+    received = format_timestamp(received_at)
     document = _Document(
         event.log_id,
         user_id,
@@ -109,8 +110,8 @@ def build_envelope(
         headers.get("os-version"),
         headers.get("user-agent"),
         _EventInfo(event.page, event.event, event.label, event.target, event.section, event.param),
-        format_timestamp(received_at),
-        format_timestamp(times.event_time),
+        received,
+        received if times.event_time == received_at else format_timestamp(times.event_time),
         times.clamped,
         written(event.timestamp),
         written(event.sent_at),
