@@ -100,8 +100,13 @@ def build_envelope(
 ) -> Envelope:
     """`event` is a validated `api.validation.EventBody`; `headers` holds the copied request headers and
     `client` what the request says about the client (enrich.Enricher)."""
-    times = event_time(event.timestamp, event.sent_at, received_at, max_event_age_seconds)
     received = format_timestamp(received_at)
+    if event.timestamp is None:
+        # Most events carry no device time: nothing to work out (enrich/client_time.py's first case).
+        happened, clamped, index_time = received, False, received_at
+    else:
+        times = event_time(event.timestamp, event.sent_at, received_at, max_event_age_seconds)
+        happened, clamped, index_time = format_timestamp(times.event_time), times.clamped, times.index_time
     document = _Document(
         event.log_id,
         user_id,
@@ -111,16 +116,16 @@ def build_envelope(
         headers.get("user-agent"),
         _EventInfo(event.page, event.event, event.label, event.target, event.section, event.param),
         received,
-        received if times.event_time == received_at else format_timestamp(times.event_time),
-        times.clamped,
-        written(event.timestamp),
-        written(event.sent_at),
+        happened,
+        clamped,
+        None if event.timestamp is None else written(event.timestamp),
+        None if event.sent_at is None else written(event.sent_at),
         client.client_ip,
         client.geo,
         client.user_agent_info,
     )
     return Envelope(
-        index=_index_of_hour(environment, int(times.index_time // 3600)),
+        index=_index_of_hour(environment, int(index_time // 3600)),
         log_id=event.log_id,
         document=_encode(document),
         received_at=received_at,

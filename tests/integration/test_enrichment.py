@@ -167,3 +167,13 @@ def test_an_unusable_geoip_file_warns_once_and_fails_no_request(collector_factor
         source = indexed(opensearch, collector, one["log_id"])
         assert (source["client_ip"], source["geo"]) == ("198.51.100.7", None)
     assert collector.log().count("GEOIP_DATABASE") == 1, collector.log()
+
+
+def test_proxies_set_to_write_forwarded_are_read_from_it_alone(collector_factory, opensearch):
+    collector = collector_factory(TRUSTED_PROXIES=PROXY, TRUSTED_PROXY_HEADER="forwarded")
+    sent = event()
+    # The client's own X-Forwarded-For passes such a proxy untouched: it must not count.
+    response = post_from(collector, PROXY, [sent], {"X-Forwarded-For": "1.1.1.1",
+                                                    "Forwarded": 'for="[2001:db8:cafe:1::5]:4711";proto=https'})
+    assert response.status_code == 200
+    assert indexed(opensearch, collector, sent["log_id"])["client_ip"] == "2001:db8:cafe:1::5"
