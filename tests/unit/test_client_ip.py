@@ -76,3 +76,7 @@ def test_bad_trusted_proxies_stop_start_up_naming_the_variable(text):
 
 def test_trusted_proxies_written_as_ipv4_mapped_networks_are_ipv4():
     assert find("10.1.2.3", "198.51.100.7", trusted=parse_trusted_proxies("::ffff:10.0.0.0/104")) == "198.51.100.7"
+
+
+def test_an_overlong_entry_is_no_address():
+    assert find("10.0.0.2", "198.51.100.7, " + "1" * 10_000) == "10.0.0.2"

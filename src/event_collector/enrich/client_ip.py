@@ -110,10 +110,18 @@ def _node_address(node: str) -> str:
     return node.partition(":")[0] if node.count(":") == 1 else node
 
 
-# Parsing an address costs ~5 µs in pure Python; the same ones come again and again (the proxies, a client's
-# every request). Bounded: a flood of new addresses only evicts.
-@functools.lru_cache(maxsize=4096)
+# The longest address written as text: an IPv6 address with an IPv4 tail and a zone.
+_MAX_ADDRESS_CHARS = 64
+
+
 def _address(text: str) -> Address | None:
+    return _parsed(text) if len(text) <= _MAX_ADDRESS_CHARS else None
+
+
+# Parsing an address costs ~5 µs in pure Python; the same ones come again and again (the proxies, a client's
+# every request). Bounded in entries, and each key in length: a flood of new addresses only evicts.
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> Address | None:
     try:
         address = ip_address(text.partition("%")[0])
     except ValueError:
