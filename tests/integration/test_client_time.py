@@ -171,3 +171,19 @@ def test_an_event_resent_across_a_month_boundary_is_one_document(tmp_path, opens
     hits = opensearch.search(environment, {"term": {"log_id": untimed["log_id"]}})
     assert sorted(hit["_index"] for hit in hits) == sorted([kst_index(environment, boundary - 1),
                                                             kst_index(environment, boundary + 1)])
+
+
+EXTREMES = ["0001-01-01T00:00:00+18:00", "0001-01-01T00:00:00-18:00", "9999-12-31T23:59:59.999-18:00",
+            "9999-12-31T23:59:59.999999+18:00", 0, 253402300799999, 1795856102123.999]
+
+
+def test_every_device_time_the_door_takes_is_indexed(served, opensearch):
+    """The extremes of what validation accepts, in both fields: OpenSearch must take every document."""
+    sent = [event(timestamp=value, sent_at=value) for value in EXTREMES]
+    for one in sent:
+        assert served.post_event(one).status_code == 200, one
+    for one in sent:
+        source = document(opensearch, served, one["log_id"])
+        # Sent the moment it happened, whatever the device's clock says: it happened when received.
+        assert (source["event_time"], source["event_time_clamped"]) == (source["received_at"], False)
+    assert served.dead_letters() == []

@@ -73,7 +73,15 @@ def test_invalid_device_times_are_refused_naming_the_field(field, value):
     assert "RFC 3339" in refused.value.message
 
 
-@pytest.mark.parametrize("value", ['"2026-11-28T09:00:00Z"', '"2026-11-28t09:00:00.5+09:00"', "1795856102123",
+@pytest.mark.parametrize("field", ["timestamp", "sent_at"])
+@pytest.mark.parametrize("value", ['"2026-11-28T09:00:00+18:01"', '"2026-11-28T09:00:00-23:59"'])
+def test_offsets_no_time_zone_has_are_refused(field, value):
+    with pytest.raises(InvalidEvent) as refused:
+        decode_event(BODY.format(field=field, value=value).encode())
+    assert (refused.value.field, "18:00" in refused.value.message) == (field, True)
+
+
+@pytest.mark.parametrize("value", ['"2026-11-28T09:00:00-18:00"', '"2026-11-28T09:00:00Z"', '"2026-11-28t09:00:00.5+09:00"', "1795856102123",
                                    "1795856102123.5", "null"])
 def test_valid_device_times_are_taken(value):
     decode_event(BODY.format(field="timestamp", value=value).encode())

@@ -21,7 +21,7 @@ against OpenSearch 2.19 with the collector's index template (shipper/template.py
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -40,6 +40,7 @@ MAX_PARAM_PATH_AND_VALUE_BYTES = MAX_TERM_BYTES - 2 * len(_PARAM_FIELD_PREFIX) -
 # The longest number OpenSearch's JSON parser reads (Jackson's maxNumberLength); the sign does not count.
 MAX_PARAM_NUMBER_DIGITS = 1000
 
+MAX_UTC_OFFSET = timedelta(hours=18)
 # The end of year 9999 in epoch milliseconds: the last time an ISO 8601 date string can carry.
 MAX_EPOCH_MILLIS = 253402300799999
 
@@ -106,7 +107,19 @@ def decode_event(body: bytes) -> EventBody:
         raise InvalidEvent(f"log_id is longer than {MAX_LOG_ID_BYTES} bytes in UTF-8", "log_id")
     if event.param is not None:
         _check_param(event.param, body)
+    if event.timestamp is not None or event.sent_at is not None:
+        _check_offsets(event)
     return event
+
+
+def _check_offsets(event: EventBody) -> None:
+    """RFC 3339 allows offsets up to ±23:59; OpenSearch (Java's ZoneOffset) reads up to ±18:00, and the
+    document keeps the offset the device wrote."""
+    for field in _CLIENT_TIMES:
+        value = getattr(event, field)
+        if type(value) is datetime and abs(value.utcoffset()) > MAX_UTC_OFFSET:
+            raise InvalidEvent(f"{field} has a UTC offset beyond ±18:00, which no time zone has and OpenSearch "
+                               "refuses", field)
 
 
 def _field_of(message: str) -> str | None:
