@@ -159,8 +159,8 @@ class CollectorApp:
         received_at = self.clock()
         environment = self.settings.server_environment
         client = self.enricher.client(scope, copied["user-agent"])
-        envelopes = [build_envelope(environment, event, user_id, copied, received_at, client, self.max_event_age_seconds)
-                     for event in events]
+        envelopes = [build_envelope(environment, event, user_id, copied, received_at, client,
+                                    self.max_event_age_seconds) for event in events]
         try:
             status = await self.collector.accept(envelopes) if envelopes else CREATED
         except StoreError as exc:
