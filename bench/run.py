@@ -14,6 +14,7 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
                     that became searchable per second during the load) for it and for this collector's modes
   delivery          at a fixed rate (BENCH_DELIVERY_RATE, 2,000/s; and 350/s): time from a 2xx to the document
                     being searchable (p50/p99), and bytes the collector wrote to disk per accepted event
+  enrichment        CPU µs to decode, enrich and encode one event, each enrichment off and on (bench/enrichment.py)
 Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
 pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides of each ratio get one
 core of their own; the other figures use the whole machine. Results: a table on stdout, bench/results/latest.json,
@@ -311,6 +312,11 @@ class Bench:
         finally:
             server.stop()
 
+    def enrichment(self) -> None:
+        from enrichment import measure
+
+        self.record("enrichment", **measure())
+
     def limit_opensearch(self) -> None:
         environment = "benchlimit" + uuid.uuid4().hex[:8]
         best = asyncio.run(direct_bulk(environment, E2E_EVENTS))
@@ -563,6 +569,7 @@ def main() -> int:
                 bench.delivery(mode, DELIVERY_RATE)
                 bench.delivery(mode, DISK_RATE)
             bench.limit_opensearch()
+            bench.enrichment()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

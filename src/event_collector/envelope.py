@@ -12,10 +12,18 @@ from typing import Any
 
 import msgspec
 
+from .enrich import ClientFields
+from .enrich.client_time import event_time, written
+from .enrich.place import Place
+from .enrich.user_agent import UserAgentInfo
+
 # Index names follow the original collector: the month in UTC+9 (KST), not zero-padded.
 _KST_OFFSET_SECONDS = 9 * 3600
 
 _encode = msgspec.json.Encoder().encode
+_NO_CLIENT = ClientFields()
+# PENDING_RETENTION_DAYS' default: an event time older than the store keeps events is implausible.
+_DEFAULT_MAX_EVENT_AGE_SECONDS = 7 * 86400.0
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -47,11 +55,20 @@ class _Document(msgspec.Struct):
     user_agent: str | None
     event_info: _EventInfo
     received_at: str
+    # Added to the original's shape (README, "The indexed document"); docs/client-time.md, docs/enrichment.md.
+    event_time: str
+    event_time_clamped: bool
+    timestamp: str | None
+    sent_at: str | None
+    client_ip: str | None
+    geo: Place | None
+    user_agent_info: UserAgentInfo | None
 
 
-def index_name(environment: str, received_at: float) -> str:
-    # From the time the event was received, never the flush time, so a retry targets the same index.
-    kst = time.gmtime(received_at + _KST_OFFSET_SECONDS)
+def index_name(environment: str, epoch_seconds: float) -> str:
+    # From a time that is the same on every resend of the event (EventTime.index_time), never the flush
+    # time, so a retry targets the same index.
+    kst = time.gmtime(epoch_seconds + _KST_OFFSET_SECONDS)
     return f"events_{environment}_{kst.tm_year}-{kst.tm_mon}"
 
 
@@ -66,9 +83,10 @@ def _second_of(epoch_second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
-@functools.lru_cache(maxsize=8)
-def _index_of_second(environment: str, epoch_second: int) -> str:
-    return index_name(environment, epoch_second)
+@functools.lru_cache(maxsize=64)
+def _index_of_hour(environment: str, epoch_hour: int) -> str:
+    # UTC+9 is a whole number of hours away from UTC, so a month starts on the hour: one name per hour.
+    return index_name(environment, epoch_hour * 3600)
 
 
 def build_envelope(
@@ -77,8 +95,18 @@ def build_envelope(
     user_id: str,
     headers: dict[str, str | None],
     received_at: float,
+    client: ClientFields = _NO_CLIENT,
+    max_event_age_seconds: float = _DEFAULT_MAX_EVENT_AGE_SECONDS,
 ) -> Envelope:
-    """`event` is a validated `api.validation.EventBody`; `headers` holds the copied request headers."""
+    """`event` is a validated `api.validation.EventBody`; `headers` holds the copied request headers and
+    `client` what the request says about the client (enrich.Enricher)."""
+    received = format_timestamp(received_at)
+    if event.timestamp is None:
+        # Most events carry no device time: nothing to work out (enrich/client_time.py's first case).
+        happened, clamped, index_time = received, False, received_at
+    else:
+        times = event_time(event.timestamp, event.sent_at, received_at, max_event_age_seconds)
+        happened, clamped, index_time = format_timestamp(times.event_time), times.clamped, times.index_time
     document = _Document(
         event.log_id,
         user_id,
@@ -87,10 +115,17 @@ def build_envelope(
         headers.get("os-version"),
         headers.get("user-agent"),
         _EventInfo(event.page, event.event, event.label, event.target, event.section, event.param),
-        format_timestamp(received_at),
+        received,
+        happened,
+        clamped,
+        None if event.timestamp is None else written(event.timestamp),
+        None if event.sent_at is None else written(event.sent_at),
+        client.client_ip,
+        client.geo,
+        client.user_agent_info,
     )
     return Envelope(
-        index=_index_of_second(environment, int(received_at)),
+        index=_index_of_hour(environment, int(index_time // 3600)),
         log_id=event.log_id,
         document=_encode(document),
         received_at=received_at,

@@ -11,6 +11,7 @@ import msgspec
 from dotenv import dotenv_values
 from msgspec import Meta
 
+from .enrich.client_ip import parse_trusted_proxies
 from .exceptions import ConfigError
 
 ACK_MODES = ("durable", "memory")
@@ -112,6 +113,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_allowed_origins: _Origins = ""
     # uvicorn's access log, with query strings (a beacon's token) redacted (logs.QueryRedactingFilter).
     access_log: bool = False
+    # Enrichment (docs/enrichment.md): the client's address, place and user agent.
+    trusted_proxies: str = ""
+    trusted_proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    ip_anonymize: Literal["off", "mask", "drop"] = "off"
+    enrich_user_agent: bool = False
+    geoip_database: str = ""
+    # For tests only: shifts the clock that stamps received_at (docs/client-time.md). Ten years either way.
+    test_clock_offset_seconds: Annotated[float, Meta(ge=-3.2e8, le=3.2e8)] = 0.0
 
     @property
     def sqlite_path(self) -> str:
@@ -146,11 +155,15 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
            if field.name.upper() in values}
     if "sqlite_synchronous" in raw:
         raw["sqlite_synchronous"] = raw["sqlite_synchronous"].upper()
+    for lowercase in ("trusted_proxy_header", "ip_anonymize"):
+        if lowercase in raw:
+            raw[lowercase] = raw[lowercase].lower()
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(str(exc), raw)) from None
     settings.sqlite_path  # noqa: B018 - validates the URL scheme early
+    parse_trusted_proxies(settings.trusted_proxies)
     if settings.retry_backoff_max_seconds < settings.retry_backoff_base_seconds:
         raise ConfigError("RETRY_BACKOFF_MAX_SECONDS must not be below RETRY_BACKOFF_BASE_SECONDS")
     return settings

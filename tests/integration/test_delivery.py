@@ -34,6 +34,10 @@ def test_the_readme_curl_example_lands_with_the_contract_shape(collector, opense
         "user_agent": "ExampleApp/2.4.1",
         "event_info": {"page": "/home", "event": "click", "label": "button_click", "target": "#buy",
                        "section": "header", "param": {"price": "1200", "currency": "KRW"}},
+        # Added after the original's shape: no device time, so the event happened when received; the
+        # client is curl's address; no place or device parsing by default.
+        "event_time": received_at, "event_time_clamped": False, "timestamp": None, "sent_at": None,
+        "client_ip": "127.0.0.1", "geo": None, "user_agent_info": None,
     }
     mapping = opensearch.http.get(f"/{hit['_index']}/_mapping").json()[hit["_index"]]["mappings"]["properties"]
     assert mapping["event_info"]["properties"]["param"]["type"] == "flat_object"

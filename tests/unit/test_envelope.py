@@ -35,4 +35,21 @@ def test_the_document_has_the_contract_shape():
         "event_info": {"page": "/p", "event": "e", "label": None, "target": "t", "section": None,
                        "param": {"a": 1}},
         "received_at": "2026-11-28T09:15:02.500Z",
+        "event_time": "2026-11-28T09:15:02.500Z", "event_time_clamped": False, "timestamp": None, "sent_at": None,
+        "client_ip": None, "geo": None, "user_agent_info": None,
     }
+
+
+def test_the_index_month_comes_from_the_device_timestamp_when_it_is_within_bounds():
+    received_at = utc("2026-11-30T15:00:30")  # already December in UTC+9
+    before_midnight = b'{"log_id":"a","page":"p","event":"e","timestamp":"2026-11-30T14:59:50Z"}'
+    assert build_envelope("prod", decode_event(before_midnight), "u", {}, received_at).index == "events_prod_2026-11"
+    # The same event resent six days later still goes to November's index.
+    assert build_envelope("prod", decode_event(before_midnight), "u", {}, received_at + 6 * 86400).index \
+        == "events_prod_2026-11"
+    # Without a device time, the month of received_at.
+    untimed = b'{"log_id":"a","page":"p","event":"e"}'
+    assert build_envelope("prod", decode_event(untimed), "u", {}, received_at).index == "events_prod_2026-12"
+    # A device time older than the bound names no index: received_at does.
+    assert build_envelope("prod", decode_event(before_midnight), "u", {}, received_at + 8 * 86400).index \
+        == "events_prod_2026-12"

@@ -72,3 +72,25 @@ def test_the_cgroup_cpu_quota_is_read_from_v2_or_v1(tmp_path):
     assert cgroup_cpu_quota(tmp_path) == 1.0
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cgroup_cpu_quota(tmp_path) is None
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TRUSTED_PROXIES", "10.0.0.0/8, not-a-network"),
+    ("TRUSTED_PROXY_HEADER", "x-real-ip"),
+    ("IP_ANONYMIZE", "hash"),
+    ("ENRICH_USER_AGENT", "maybe"),
+    ("TEST_CLOCK_OFFSET_SECONDS", "nan"),
+])
+def test_bad_enrichment_settings_stop_start_up_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load(**{name: value})
+
+
+def test_enrichment_settings_are_read():
+    settings = load(TRUSTED_PROXIES="10.0.0.0/8 192.168.1.1", TRUSTED_PROXY_HEADER="Forwarded", IP_ANONYMIZE="MASK",
+                    ENRICH_USER_AGENT="true", GEOIP_DATABASE="/var/lib/geoip/city.mmdb")
+    assert (settings.trusted_proxy_header, settings.ip_anonymize, settings.enrich_user_agent) == ("forwarded", "mask",
+                                                                                                 True)
+    defaults = load()
+    assert (defaults.trusted_proxies, defaults.ip_anonymize, defaults.enrich_user_agent, defaults.geoip_database) \
+        == ("", "off", False, "")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Awaitable, Callable
 
 import msgspec
 
 from .. import metrics
+from ..enrich import Enricher
+from ..enrich.client_time import collector_clock
 from ..envelope import build_envelope
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError, UnsupportedEncoding
 from ..lifecycle import CREATED, PENDING, Collector
@@ -65,6 +66,9 @@ class CollectorApp:
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
         self.rate_limiter = (UserRateLimiter(settings.rate_limit_per_user, settings.rate_limit_burst)
                              if settings.rate_limit_per_user > 0 else None)
+        self.enricher = Enricher(settings)
+        self.clock = collector_clock(settings.test_clock_offset_seconds)
+        self.max_event_age_seconds = settings.pending_retention_days * 86400
         self._sweeper: asyncio.Task | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -184,9 +188,11 @@ class CollectorApp:
                 decoded.rejected.sort(key=lambda rejection: rejection.index)
                 events = events[:granted]
 
-        received_at = time.time()
+        received_at = self.clock()
         environment = self.settings.server_environment
-        envelopes = [build_envelope(environment, event, user_id, copied, received_at) for event in events]
+        client = self.enricher.client(scope, copied["user-agent"])
+        envelopes = [build_envelope(environment, event, user_id, copied, received_at, client,
+                                    self.max_event_age_seconds) for event in events]
         try:
             status = await self.collector.accept(envelopes) if envelopes else CREATED
         except StoreError as exc:

@@ -21,6 +21,7 @@ against OpenSearch 2.19 with the collector's index template (shipper/template.py
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -39,8 +40,16 @@ MAX_PARAM_PATH_AND_VALUE_BYTES = MAX_TERM_BYTES - 2 * len(_PARAM_FIELD_PREFIX) -
 # The longest number OpenSearch's JSON parser reads (Jackson's maxNumberLength); the sign does not count.
 MAX_PARAM_NUMBER_DIGITS = 1000
 
+MAX_UTC_OFFSET = timedelta(hours=18)
+# The end of year 9999 in epoch milliseconds: the last time an ISO 8601 date string can carry.
+MAX_EPOCH_MILLIS = 253402300799999
+
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
 _Optional = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)] | None
+# A time on the device's clock: RFC 3339 with its offset (a time without one is ambiguous), or epoch
+# milliseconds from 1970 on. msgspec parses both and names the field when neither fits.
+_ClientTime = (Annotated[datetime, msgspec.Meta(tz=True)] | Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MILLIS)]
+               | None)
 
 
 class EventBody(msgspec.Struct):
@@ -53,9 +62,13 @@ class EventBody(msgspec.Struct):
     section: _Optional = None
     # Free-form; values inside it are not bound by MAX_STRING_CHARS but by what flat_object can index.
     param: dict[str, Any] | None = None
+    # When the event happened and when the request was sent, by the device's clock (enrich/client_time.py).
+    timestamp: _ClientTime = None
+    sent_at: _ClientTime = None
 
 
 _decode_event = msgspec.json.Decoder(EventBody).decode
+_CLIENT_TIMES = ("timestamp", "sent_at")
 _encode = msgspec.json.encode
 _FIELD_AT = re.compile(r"at `\$\.([A-Za-z_]+)")
 _MISSING_FIELD = re.compile(r"required field `([^`]+)`")
@@ -79,7 +92,11 @@ def decode_event(body: bytes) -> EventBody:
     try:
         event = _decode_event(body)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(str(exc), _field_of(str(exc))) from None
+        field = _field_of(str(exc))
+        if field in _CLIENT_TIMES:
+            raise InvalidEvent(f"{field} must be an RFC 3339 date-time with an offset (2026-11-28T09:15:02.123Z) or "
+                               f"epoch milliseconds from 0 to {MAX_EPOCH_MILLIS}: {exc}", field) from None
+        raise InvalidEvent(str(exc), field) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
@@ -90,7 +107,19 @@ def decode_event(body: bytes) -> EventBody:
         raise InvalidEvent(f"log_id is longer than {MAX_LOG_ID_BYTES} bytes in UTF-8", "log_id")
     if event.param is not None:
         _check_param(event.param, body)
+    if event.timestamp is not None or event.sent_at is not None:
+        _check_offsets(event)
     return event
+
+
+def _check_offsets(event: EventBody) -> None:
+    """RFC 3339 allows offsets up to ±23:59; OpenSearch (Java's ZoneOffset) reads up to ±18:00, and the
+    document keeps the offset the device wrote."""
+    for field in _CLIENT_TIMES:
+        value = getattr(event, field)
+        if type(value) is datetime and abs(value.utcoffset()) > MAX_UTC_OFFSET:
+            raise InvalidEvent(f"{field} has a UTC offset beyond ±18:00, which no time zone has and OpenSearch "
+                               "refuses", field)
 
 
 def _field_of(message: str) -> str | None:

@@ -15,6 +15,28 @@ from .client import OpenSearchClient
 log = logging.getLogger(__name__)
 
 _KEYWORD = {"type": "keyword"}
+_DATE = {"type": "date"}
+# Bumped with every change of the mappings, so an operator can tell which one a cluster holds
+# (GET _index_template/events_<environment>).
+TEMPLATE_VERSION = 2
+
+
+def _keywords(*names: str) -> dict[str, Any]:
+    return {"properties": {name: _KEYWORD for name in names}}
+
+
+# The fields added after the original's shape (docs/client-time.md, docs/enrichment.md). Indices created
+# before them get these mappings too (`add_new_fields`), so they are never mapped by guess.
+ADDED_FIELDS: dict[str, Any] = {
+    "event_time": _DATE,
+    "event_time_clamped": {"type": "boolean"},
+    "timestamp": _DATE,
+    "sent_at": _DATE,
+    "client_ip": {"type": "ip"},
+    "geo": _keywords("country_iso_code", "country_name", "region_iso_code", "region_name", "city_name"),
+    "user_agent_info": _keywords("browser_family", "browser_version", "os_family", "os_version", "device_family",
+                                 "device_brand", "device_model"),
+}
 
 
 def template_name(environment: str) -> str:
@@ -24,6 +46,7 @@ def template_name(environment: str) -> str:
 def index_template(environment: str) -> dict[str, Any]:
     return {
         "index_patterns": [f"events_{environment}_*"],
+        "version": TEMPLATE_VERSION,
         "template": {
             "mappings": {
                 "properties": {
@@ -45,6 +68,7 @@ def index_template(environment: str) -> dict[str, Any]:
                             "param": {"type": "flat_object"},
                         }
                     },
+                    **ADDED_FIELDS,
                 }
             }
         },
@@ -54,6 +78,12 @@ def index_template(environment: str) -> dict[str, Any]:
 async def install_template(client: OpenSearchClient, environment: str) -> tuple[int, Any]:
     body = msgspec.json.encode(index_template(environment))
     return await client.request("PUT", f"/_index_template/{template_name(environment)}", body)
+
+
+async def add_new_fields(client: OpenSearchClient, environment: str) -> tuple[int, Any]:
+    body = msgspec.json.encode({"properties": ADDED_FIELDS})
+    return await client.request(
+        "PUT", f"/events_{environment}_*/_mapping?allow_no_indices=true&ignore_unavailable=true", body)
 
 
 class TemplateGuard:
@@ -81,6 +111,7 @@ class TemplateGuard:
             status, body = await install_template(self._client, self._environment)
             if 200 <= status < 300:
                 log.info("index template %s installed", template_name(self._environment))
+                await self._add_new_fields()
                 self._settled = True
             elif pause_reason(status) is not None:
                 # Overloaded, down or misconfigured (401, 403, 404): shipping now would create indices
@@ -90,6 +121,16 @@ class TemplateGuard:
                 log.error("OpenSearch refused index template %s (%s): %s",
                           template_name(self._environment), status, body)
                 self._settled = True
+
+    async def _add_new_fields(self) -> None:
+        """A template shapes only the indices created after it: an index of this month, created before an
+        upgrade, gets the added fields' mappings here rather than mappings guessed from the first values."""
+        status, body = await add_new_fields(self._client, self._environment)
+        if pause_reason(status) is not None:
+            raise OpenSearchUnavailable(f"adding new fields to existing indices: {pause_reason(status)}")
+        if not 200 <= status < 300:
+            log.error("OpenSearch refused the new fields' mappings on existing indices %s (%s): %s",
+                      f"events_{self._environment}_*", status, body)
 
     async def install_in_background(self, max_retry_seconds: float = 30.0) -> None:
         """At start-up: keep trying until OpenSearch answers, so the template is there early."""
