@@ -69,6 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     flush_interval_seconds: _Seconds = 10.0
     pending_replay_interval_seconds: _Seconds = 60.0
     shutdown_grace_seconds: _GraceSeconds = 30.0
+    # After a stop signal, keep serving this long with /readyz answering 503 before the listener closes,
+    # so that load balancers take the replica out first; part of SHUTDOWN_GRACE_SECONDS.
+    shutdown_delay_seconds: _GraceSeconds = 0.0
     open_search_timeout_seconds: _Seconds = 30.0
     # Input limits.
     max_body_bytes: _AtLeastOne = 1024 * 1024
@@ -98,6 +101,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     janitor_interval_seconds: _Seconds = 300.0
     ack_mode: Literal["durable", "memory"] = "durable"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Logs (logs.py): one JSON object per line, or text; None picks text on a terminal, JSON otherwise.
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @property
     def sqlite_path(self) -> str:
@@ -132,6 +138,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
            if field.name.upper() in values}
     if "sqlite_synchronous" in raw:
         raw["sqlite_synchronous"] = raw["sqlite_synchronous"].upper()
+    if "log_level" in raw:
+        raw["log_level"] = raw["log_level"].upper()
+    if "log_format" in raw:
+        raw["log_format"] = raw["log_format"].lower() or None
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -139,6 +149,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     settings.sqlite_path  # noqa: B018 - validates the URL scheme early
     if settings.retry_backoff_max_seconds < settings.retry_backoff_base_seconds:
         raise ConfigError("RETRY_BACKOFF_MAX_SECONDS must not be below RETRY_BACKOFF_BASE_SECONDS")
+    if settings.shutdown_delay_seconds and settings.shutdown_delay_seconds >= settings.shutdown_grace_seconds:
+        raise ConfigError("SHUTDOWN_DELAY_SECONDS must be below SHUTDOWN_GRACE_SECONDS: it is spent from the "
+                          "stop's budget, and the drain needs what is left")
     return settings
 
 
