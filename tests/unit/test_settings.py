@@ -69,3 +69,22 @@ def test_the_cgroup_cpu_quota_is_read_from_v2_or_v1(tmp_path):
     assert cgroup_cpu_quota(tmp_path) == 1.0
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cgroup_cpu_quota(tmp_path) is None
+
+
+@pytest.mark.parametrize(("name", "value"), [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "loud"),
+                                             ("SHUTDOWN_DELAY_SECONDS", "-1")])
+def test_log_and_stop_delay_settings_are_checked(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load(**{name: value})
+
+
+def test_log_settings_are_read_in_any_case_and_the_format_defaults_to_the_terminal_s_choice():
+    assert (load().log_format, load().log_level) == (None, "INFO")
+    settings = load(LOG_FORMAT="JSON", LOG_LEVEL="debug")
+    assert (settings.log_format, settings.log_level) == ("json", "DEBUG")
+
+
+def test_the_stop_delay_must_leave_part_of_the_stop_budget_to_the_drain():
+    assert load(SHUTDOWN_DELAY_SECONDS="5", SHUTDOWN_GRACE_SECONDS="30").shutdown_delay_seconds == 5
+    with pytest.raises(ConfigError, match="SHUTDOWN_DELAY_SECONDS must be below SHUTDOWN_GRACE_SECONDS"):
+        load(SHUTDOWN_DELAY_SECONDS="30", SHUTDOWN_GRACE_SECONDS="30")
