@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import yaml
 
 from support import OPENSEARCH_URL, REPO, TEST_SECRET, assert_delivered_exactly_once, event, free_port, wait_until
 
@@ -51,6 +52,11 @@ def test_the_image_runs_as_non_root_keeps_its_store_on_the_volume_and_delivers_o
         wait_until(lambda: _ready(url), timeout=60, message=f"the container ready\n{podman('logs', name).stderr}")
         uid = podman("exec", name, "/opt/collector/bin/python", "-c", "import os; print(os.getuid())")
         assert uid.stdout.strip() == "10001"
+        # compose.yaml's healthcheck, which needs no shell, passes against this port.
+        healthcheck = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["collector"]["healthcheck"]
+        assert healthcheck["test"][0] == "CMD"
+        command = [part.replace(":3000/", f":{port}/") for part in healthcheck["test"][1:]]
+        assert podman("exec", name, *command).returncode == 0
         token = jwt.encode({"sub": "u", "exp": int(time.time()) + 600}, TEST_SECRET, algorithm="HS256")
         events = [event() for _ in range(100)]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:

@@ -1,5 +1,6 @@
 """/livez and /readyz against real collector processes, in each state an orchestrator must tell apart."""
 
+import resource
 import signal
 
 import httpx
@@ -113,3 +114,24 @@ def _refused(collector) -> bool:
     except httpx.ConnectError:
         return True
     return False
+
+
+def test_a_store_that_cannot_write_makes_it_unready_until_it_can_again(collector_factory, opensearch):
+    # RLIMIT_FSIZE stands for a full disk: past 256 KB every write of the process's files fails.
+    limit = 256 * 1024
+    collector = collector_factory(rlimits={resource.RLIMIT_FSIZE: (limit, resource.RLIM_INFINITY)},
+                                  ACK_MODE="durable")
+    for _ in range(400):
+        response = collector.post_event(event(param={"padding": "p" * 2000}))
+        if response.status_code == 503:
+            break
+    assert response.status_code == 503, "the store never failed"
+    unready = readyz(collector)
+    assert unready.status_code == 503
+    assert any("pending store failed" in reason for reason in unready.json()["reasons"]), unready.json()
+
+    resource.prlimit(collector.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    # Ready again on its own once the failure is some seconds old; then new events are kept.
+    wait_until(lambda: readyz(collector).status_code == 200, timeout=30, message="ready again")
+    assert collector.post_event(event()).status_code == 200
+    assert readyz(collector).status_code == 200
