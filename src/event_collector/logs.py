@@ -2,9 +2,10 @@
 thing goes wrong thousands of times a minute.
 
 `JsonFormatter` writes one JSON object per line (LOG_FORMAT=json), `TextFormatter` one line of text; both
-take secrets out (`Redactor`). `RepeatFilter` lets the first record of a kind through (a kind is the logger, level and message template,
-whatever its arguments), then drops the same kind for `interval_seconds`; the next one that passes says
-how many were dropped. CRITICAL records always pass: they mean events were lost.
+take secrets out (`Redactor`). `RepeatFilter` lets the first record of a kind through (a kind is the
+logger, level and message template, whatever its arguments), then drops the same kind for
+`interval_seconds`; the next one that passes says how many were dropped. CRITICAL records always pass:
+they mean events were lost. `log_config` puts them together for every process, uvicorn's loggers included.
 """
 
 from __future__ import annotations
