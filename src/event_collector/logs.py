@@ -49,11 +49,12 @@ class RepeatFilter(logging.Filter):
 # -- formats -------------------------------------------------------------------------------------------
 
 # What a secret looks like wherever it might slip into a message (an exception's text, a URL, a header):
-# a JWT (its header always starts `{"`, base64url `eyJ`), the credentials after an HTTP auth scheme, and
-# the password in a URL's user info.
+# a JWT (its header always starts `{"`, base64url `eyJ`), the credentials after an HTTP auth scheme (8
+# characters at least, so that prose such as "basic checks" is left alone), and the password in a URL's
+# user info.
 _SECRET_SHAPES = (
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*)?"), "[redacted token]"),
-    (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',;]+"), r"\1\2[redacted]"),
+    (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9+/=._~-]{8,}"), r"\1\2[redacted]"),
     (re.compile(r"(://[^/\s:@]*:)[^@\s/]+@"), r"\1[redacted]@"),
 )
 # Secret values shorter than this are not searched for: every short word of every line would match.
