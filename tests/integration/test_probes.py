@@ -135,3 +135,16 @@ def test_a_store_that_cannot_write_makes_it_unready_until_it_can_again(collector
     wait_until(lambda: readyz(collector).status_code == 200, timeout=30, message="ready again")
     assert collector.post_event(event()).status_code == 200
     assert readyz(collector).status_code == 200
+
+
+def test_with_several_workers_each_answers_for_itself_and_all_turn_unready_at_the_signal(collector_factory):
+    collector = collector_factory(SERVER_WORKERS=2, SHUTDOWN_DELAY_SECONDS=3, SHUTDOWN_GRACE_SECONDS=10)
+    # Connections spread over the workers: fresh ones until both have answered.
+    pids = set()
+    wait_until(lambda: pids.add(httpx.get(collector.url + "/readyz", timeout=5).json()["pid"]) or len(pids) == 2,
+               timeout=30, message="both workers answering /readyz")
+    collector.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: _status(collector, 503), timeout=2, message="/readyz 503 at the signal")
+    answers = [httpx.get(collector.url + "/readyz", timeout=5) for _ in range(20)]
+    assert {answer.status_code for answer in answers} == {503}
+    assert collector.process.wait(30) == 0
