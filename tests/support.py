@@ -470,3 +470,49 @@ def _port_open(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class Haproxy:
+    """A real haproxy (Debian's package) balancing round-robin over collectors on this machine, each taken
+    out while its /readyz does not answer 200 and put back once it does."""
+
+    def __init__(self, state_dir: Path, backend_ports: list[int]) -> None:
+        self.dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backend_ports = backend_ports
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Haproxy":
+        servers = "\n".join(f"    server collector{n} 127.0.0.1:{port} check"
+                            for n, port in enumerate(self.backend_ports))
+        (self.dir / "haproxy.cfg").write_text(f"""
+global
+    maxconn 512
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # A connection refused is tried again on the other server: no byte of the request was sent.
+    retries 2
+    option redispatch
+frontend events
+    bind 127.0.0.1:{self.port}
+    default_backend collectors
+backend collectors
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 300ms fall 1 rise 2
+{servers}
+""")
+        self.process = subprocess.Popen(["haproxy", "-db", "-f", str(self.dir / "haproxy.cfg")],
+                                        stdout=subprocess.DEVNULL, stderr=open(self.dir / "haproxy.log", "ab"))
+        wait_until(lambda: _port_open(self.port), timeout=30, message="haproxy to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import re
 import signal
@@ -14,7 +15,6 @@ import tempfile
 from .exceptions import ConfigError
 from .settings import Settings, load_settings, require_jwt_secret
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -102,7 +102,8 @@ def _serve(settings: Settings) -> int:
     from .metrics import MULTIPROCESS_DIR_VARIABLE
     from .pending import open_store
 
-    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    log_config = _log_config(settings)
+    logging.config.dictConfig(log_config)
     # Create the schema (or move a damaged file aside) once, before any worker process opens the store.
     asyncio.run(_open_and_close(open_store(settings, recover_damaged=True)))
     # Raised here, once, so every worker process inherits the open-file limit and the warning is not repeated.
@@ -121,9 +122,10 @@ def _serve(settings: Settings) -> int:
         proxy_headers=False,
         server_header=False,
         # The whole stop keeps within SHUTDOWN_GRACE_SECONDS: requests in progress get at most that, the
-        # drain what is left of it (Collector.watch_stop_signals). uvicorn reads 0 as "no limit".
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds or 0.001,
-        log_config=_log_config(),
+        # drain what is left of it (Collector.watch_stop_signals); uvicorn's part starts after
+        # SHUTDOWN_DELAY_SECONDS. uvicorn reads 0 as "no limit".
+        timeout_graceful_shutdown=(settings.shutdown_grace_seconds - settings.shutdown_delay_seconds) or 0.001,
+        log_config=log_config,
     )
     if settings.server_workers == 1:
         from .api.app import CollectorApp
@@ -143,23 +145,19 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _log_config() -> dict:
-    """uvicorn's logging plus the collector's own; uvicorn applies it in every worker process."""
-    import copy
+def _log_config(settings: Settings) -> dict:
+    """LOG_FORMAT (text on a terminal, JSON otherwise: a person reads the one, a log shipper the other),
+    LOG_LEVEL, and the secrets no line may show."""
+    from urllib.parse import urlsplit
 
-    from uvicorn.config import LOGGING_CONFIG
+    from .logs import log_config
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["collector"] = {"format": _LOG_FORMAT}
-    # The same error repeated (OpenSearch down, disk full) is logged once per interval with a count.
-    config.setdefault("filters", {})["repeats"] = {"()": "event_collector.logs.RepeatFilter"}
-    config["handlers"]["collector"] = {"class": "logging.StreamHandler", "formatter": "collector",
-                                       "stream": "ext://sys.stderr", "filters": ["repeats"]}
-    config["loggers"]["event_collector"] = {"handlers": ["collector"], "level": "INFO", "propagate": False}
-    # A beacon may carry its token in the URL: no query string reaches the access log.
-    config["filters"]["redact_queries"] = {"()": "event_collector.logs.QueryRedactingFilter"}
-    config["loggers"]["uvicorn.access"]["filters"] = ["redact_queries"]
-    return config
+    log_format = settings.log_format or ("text" if sys.stderr.isatty() else "json")
+    # OPEN_SEARCH_DNS may name several nodes, each with its user info; OPEN_SEARCH_PASSWORD comes with the
+    # connection settings (issue 9, section 1) and is looked up so that this holds before and after them.
+    secrets = [settings.jwt_secret, getattr(settings, "open_search_password", None) or ""]
+    secrets += [urlsplit(url.strip()).password or "" for url in settings.open_search_dns.split(",")]
+    return log_config(log_format, settings.log_level, secrets)
 
 
 async def _open_and_close(store) -> None:

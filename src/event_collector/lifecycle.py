@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 from typing import Awaitable, Callable
 
 from . import metrics
 from .buffer import Buffer
 from .envelope import Envelope
-from .exceptions import StoreError
+from .exceptions import StoreError, StoreFull
 from .pending import open_store
 from .pending.janitor import Janitor
 from .pending.replayer import Replayer
@@ -62,6 +63,12 @@ class Collector:
             dead_letter_retention_days=settings.dead_letter_retention_days,
         )
         self.accepting = False
+        # Whether start() ran to its end, and when a stop signal came (the stop's budget counts from it):
+        # both decide /readyz (api/probes.py).
+        self.started = False
+        # The last failure to write accepted events to the store, and when (time.monotonic()); cleared by
+        # the next write that succeeds.
+        self.store_failure: tuple[str, float] | None = None
         # Whether stop() ran to its end with every event it held shipped or stored.
         self.stopped_cleanly = False
         self._stop_requested_at: float | None = None
@@ -80,6 +87,7 @@ class Collector:
         if self.runs_janitor:
             self._background.append(_supervise("janitor", self.janitor.run))
         self.accepting = True
+        self.started = True
         log.info("collector started: %d shippers, buffer of %d, ack mode %s%s", len(self.senders),
                  self.buffer.capacity, self.settings.ack_mode, ", runs the store's janitor" if self.runs_janitor else "")
 
@@ -91,6 +99,17 @@ class Collector:
         replayer to bring back. Raises StoreError, before keeping any of them, when the events cannot all
         be kept.
         """
+        try:
+            status = await self._keep(envelopes)
+        except StoreFull:
+            raise  # the cap is no failure of the store: /readyz reads it from the store itself
+        except StoreError as exc:
+            self.store_failure = (str(exc), time.monotonic())
+            raise
+        self.store_failure = None
+        return status
+
+    async def _keep(self, envelopes: list[Envelope]) -> str:
         if self.settings.ack_mode == "durable" and len(envelopes) <= self.buffer.free_space:
             await self.store.add(envelopes, leased=True)
             taken = self.buffer.offer_many(envelopes)
@@ -124,11 +143,18 @@ class Collector:
             log.warning("could not release %d stored events; the replayer holds them: %s", len(overflow), exc)
             self.replayer.hold(overflow)
 
+    @property
+    def stopping(self) -> bool:
+        """A stop signal came or the stop began: /readyz answers 503 from that moment on."""
+        return self._stop_requested_at is not None or (self.started and not self.accepting)
+
     def watch_stop_signals(self) -> None:
         """Note when a stop signal arrives, so that the whole stop keeps within SHUTDOWN_GRACE_SECONDS.
 
         Called from the server's start-up, when its own handlers are in place: ours note the time and
-        hand the signal on to them.
+        hand the signal on to them, after SHUTDOWN_DELAY_SECONDS for the first one: meanwhile everything
+        is served as before but /readyz answers 503, so that a load balancer takes this replica out
+        before its listener closes (clients then see no refused connections).
         """
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             handler = signal.getsignal(stop_signal)
@@ -137,9 +163,18 @@ class Collector:
 
     def _noting_stop(self, handler: Callable) -> Callable:
         def note_and_pass_on(signum: int, frame: object) -> None:
+            delay = self.settings.shutdown_delay_seconds
             if self._stop_requested_at is None:
                 self._stop_requested_at = time.monotonic()
-            handler(signum, frame)
+                if delay > 0:
+                    log.info("stop signal: /readyz answers 503; still serving for %.0f s (SHUTDOWN_DELAY_SECONDS)",
+                             delay)
+                    # The server's handler only sets flags, so a timer thread may call it.
+                    timer = threading.Timer(delay, handler, (signum, None))
+                    timer.daemon = True
+                    timer.start()
+                    return
+            handler(signum, frame)  # a second signal is passed on at once (a second Ctrl-C forces the exit)
 
         return note_and_pass_on
 

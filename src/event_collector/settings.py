@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bulk_linger_seconds: _GraceSeconds = 0.1
     pending_replay_interval_seconds: _Seconds = 60.0
     shutdown_grace_seconds: _GraceSeconds = 30.0
+    # After a stop signal, keep serving this long with /readyz answering 503 before the listener closes,
+    # so that load balancers take the replica out first; part of SHUTDOWN_GRACE_SECONDS.
+    shutdown_delay_seconds: _GraceSeconds = 0.0
     open_search_timeout_seconds: _Seconds = 30.0
     # Input limits.
     max_body_bytes: _AtLeastOne = 1024 * 1024
@@ -121,6 +124,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     geoip_database: str = ""
     # For tests only: shifts the clock that stamps received_at (docs/client-time.md). Ten years either way.
     test_clock_offset_seconds: Annotated[float, Meta(ge=-3.2e8, le=3.2e8)] = 0.0
+    # Logs (logs.py): one JSON object per line, or text; None picks text on a terminal, JSON otherwise.
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @property
     def sqlite_path(self) -> str:
@@ -158,6 +164,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     for lowercase in ("trusted_proxy_header", "ip_anonymize"):
         if lowercase in raw:
             raw[lowercase] = raw[lowercase].lower()
+    if "log_level" in raw:
+        raw["log_level"] = raw["log_level"].upper()
+    if "log_format" in raw:
+        raw["log_format"] = raw["log_format"].lower() or None
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -166,6 +176,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     parse_trusted_proxies(settings.trusted_proxies)
     if settings.retry_backoff_max_seconds < settings.retry_backoff_base_seconds:
         raise ConfigError("RETRY_BACKOFF_MAX_SECONDS must not be below RETRY_BACKOFF_BASE_SECONDS")
+    if settings.shutdown_delay_seconds and settings.shutdown_delay_seconds >= settings.shutdown_grace_seconds:
+        raise ConfigError("SHUTDOWN_DELAY_SECONDS must be below SHUTDOWN_GRACE_SECONDS: it is spent from the "
+                          "stop's budget, and the drain needs what is left")
     return settings
 
 

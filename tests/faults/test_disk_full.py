@@ -54,8 +54,8 @@ def test_a_full_disk_during_an_outage_costs_no_cpu_and_what_memory_holds_is_ship
 
 
 def log_records(collector) -> int:
-    # Records, not lines: a traceback is one record over many lines.
-    return len(re.findall(r"^\d{4}-\d\d-\d\d ", collector.log(), re.M))
+    # Records, not lines: a traceback is one record over many lines in the text format (one JSON line each).
+    return len(re.findall(r"^(\d{4}-\d\d-\d\d |\{)", collector.log(), re.M))
 
 
 def test_memory_mode_refuses_a_batch_whole_when_the_store_cannot_take_its_overflow(collector_factory, opensearch):

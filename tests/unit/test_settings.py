@@ -86,6 +86,13 @@ def test_bad_enrichment_settings_stop_start_up_naming_the_variable(name, value):
         load(**{name: value})
 
 
+@pytest.mark.parametrize(("name", "value"), [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "loud"),
+                                             ("SHUTDOWN_DELAY_SECONDS", "-1")])
+def test_log_and_stop_delay_settings_are_checked(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load(**{name: value})
+
+
 def test_enrichment_settings_are_read():
     settings = load(TRUSTED_PROXIES="10.0.0.0/8 192.168.1.1", TRUSTED_PROXY_HEADER="Forwarded", IP_ANONYMIZE="MASK",
                     ENRICH_USER_AGENT="true", GEOIP_DATABASE="/var/lib/geoip/city.mmdb")
@@ -94,3 +101,15 @@ def test_enrichment_settings_are_read():
     defaults = load()
     assert (defaults.trusted_proxies, defaults.ip_anonymize, defaults.enrich_user_agent, defaults.geoip_database) \
         == ("", "off", False, "")
+
+
+def test_log_settings_are_read_in_any_case_and_the_format_defaults_to_the_terminal_s_choice():
+    assert (load().log_format, load().log_level) == (None, "INFO")
+    settings = load(LOG_FORMAT="JSON", LOG_LEVEL="debug")
+    assert (settings.log_format, settings.log_level) == ("json", "DEBUG")
+
+
+def test_the_stop_delay_must_leave_part_of_the_stop_budget_to_the_drain():
+    assert load(SHUTDOWN_DELAY_SECONDS="5", SHUTDOWN_GRACE_SECONDS="30").shutdown_delay_seconds == 5
+    with pytest.raises(ConfigError, match="SHUTDOWN_DELAY_SECONDS must be below SHUTDOWN_GRACE_SECONDS"):
+        load(SHUTDOWN_DELAY_SECONDS="30", SHUTDOWN_GRACE_SECONDS="30")

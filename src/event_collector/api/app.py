@@ -1,8 +1,8 @@
 """The HTTP API as a bare ASGI application: no framework on the hot path.
 
-Routes: GET /ping, POST /events, POST /events/batch, POST /events/beacon, GET /metrics; OPTIONS on the
-ingest routes when CORS is on (api/cors.py). The lifespan protocol starts and
-stops the Collector, so whatever serves this app (uvicorn here) drives the pipeline's lifecycle.
+Routes: GET /ping, POST /events, POST /events/batch, POST /events/beacon, GET /metrics, GET /livez and
+GET /readyz (probes.py); OPTIONS on the ingest routes when CORS is on (api/cors.py). The lifespan protocol
+starts and stops the Collector, so whatever serves this app (uvicorn here) drives the pipeline's lifecycle.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError, Unsu
 from ..lifecycle import CREATED, PENDING, Collector
 from ..settings import Settings
 from . import beacon
+from . import probes
 from .auth import TokenVerifier
 from .batch import DecodedBatch, Rejection, decode_batch, inflate
 from .cors import CorsPolicy, is_preflight
@@ -52,6 +53,9 @@ def _messages(status: int, body: bytes, headers: list[tuple[bytes, bytes]], leng
     return ({"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body})
 
+
+# Routes that only read, answering GET and HEAD.
+_READ_ROUTES = frozenset({b"/ping", b"/metrics", b"/livez", b"/readyz"})
 
 # The two answers of the hot path, built once (uvicorn reads these messages and keeps nothing of them).
 _STATUS_ANSWERS = {status: _messages(200, _encode({"status": status}), _JSON) for status in (CREATED, PENDING)}
@@ -117,12 +121,17 @@ class CollectorApp:
                 await _unavailable(send, "the collector is shutting down")
             else:
                 await self._ingest(scope, receive, send, route)
-        elif path == b"/ping" or path == b"/metrics":
+        elif path in _READ_ROUTES:
             if method not in ("GET", "HEAD"):
                 # uvicorn sends no body for HEAD: the answer's headers are those GET would have.
                 await _respond(send, 405, {"error": "use GET or HEAD"}, [(b"allow", b"GET, HEAD")])
             elif path == b"/ping":
                 await _respond_raw(send, 200, b"pong", [(b"content-type", b"text/plain")])
+            elif path == b"/livez":
+                await _respond(send, 200, probes.liveness())
+            elif path == b"/readyz":
+                ready, report = probes.readiness(self.collector)
+                await _respond(send, 200 if ready else 503, report)
             else:
                 page, content_type = metrics.exposition()
                 await _respond_raw(send, 200, page, [(b"content-type", content_type.encode())])
