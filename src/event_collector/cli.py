@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command in ("serve", "token"):
             require_jwt_secret(settings)
+        if args.command in ("serve", "pending"):
+            from .shipper.connection import connection_from_settings
+
+            connection_from_settings(settings)  # nodes, credentials, TLS files, AWS chain: stop now if wrong
     except ConfigError as exc:
         print(f"event-collector: {exc}", file=sys.stderr)
         return 2
