@@ -419,9 +419,18 @@ class Nginx:
         self.upstream = upstream
         self.process: subprocess.Popen | None = None
 
-    def configure(self, max_body: str = "100m", require_password: bool = False) -> None:
-        (self.dir / "htpasswd").write_text("operator:{PLAIN}secret\n")
+    def configure(self, max_body: str = "100m", require_password: bool = False, password: str = "secret",
+                  tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> None:
+        """`tls`: (certificate chain, key) files to serve https with; `client_ca`: require a client certificate
+        signed by that CA (mutual TLS)."""
+        (self.dir / "htpasswd").write_text(f"operator:{{PLAIN}}{password}\n")
         auth = f'auth_basic "opensearch"; auth_basic_user_file {self.dir}/htpasswd;' if require_password else ""
+        ssl = ""
+        if tls:
+            ssl = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};"
+            if client_ca:
+                ssl += f" ssl_client_certificate {client_ca}; ssl_verify_client on;"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         temp = " ".join(f"{kind}_temp_path {self.dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
                                                                              "uwsgi", "scgi"))
         (self.dir / "nginx.conf").write_text(f"""
@@ -437,7 +446,8 @@ http {{
     access_log off;
     {temp}
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
+        {ssl}
         client_max_body_size {max_body};
         location / {{ {auth} proxy_pass {self.upstream}; }}
     }}
