@@ -80,10 +80,12 @@ class OpenSearchClient:
                     headers: dict[str, str]) -> tuple[int, Any]:
         assert self._session is not None
         url = node.base + path
-        if self._connection.signer is not None:
+        if node.authorization is not None:
+            headers = {**headers, "Authorization": node.authorization}
+        elif self._connection.signer is not None:
             # Hashing a large body and refreshing credentials must not hold the event loop.
             headers = await asyncio.to_thread(self._connection.signer.sign, method, url, body, headers)
-        async with self._session.request(method, url, data=body, headers=headers, auth=node.auth) as response:
+        async with self._session.request(method, url, data=body, headers=headers) as response:
             raw = await response.read()
         self.nodes.answered(node)
         return response.status, _parse(raw)

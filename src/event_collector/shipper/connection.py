@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Node:
-    """One node of the cluster: `base` is its URL without user info or trailing slash (paths are appended)."""
+    """One node of the cluster: `base` is its URL without user info or trailing slash (paths are appended);
+    `authorization` the Basic credentials' header value, when it has credentials (never shown: repr=False)."""
 
     base: str
-    auth: aiohttp.BasicAuth | None = field(default=None, repr=False, compare=False)
+    authorization: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -49,18 +50,18 @@ def connection_from_settings(settings: Settings) -> Connection:
     warnings: list[str] = []
     if settings.open_search_password and not settings.open_search_username:
         raise ConfigError("OPEN_SEARCH_PASSWORD is set but OPEN_SEARCH_USERNAME is not")
-    default_auth = (aiohttp.BasicAuth(settings.open_search_username, settings.open_search_password)
+    default_auth = (aiohttp.encode_basic_auth(settings.open_search_username, settings.open_search_password)
                     if settings.open_search_username else None)
     signer = None
     if settings.open_search_auth == "sigv4":
-        if default_auth is not None or any(node.auth for node in nodes):
+        if default_auth is not None or any(node.authorization for node in nodes):
             raise ConfigError("OPEN_SEARCH_AUTH=sigv4 signs requests with AWS credentials: leave OPEN_SEARCH_USERNAME, "
                               "OPEN_SEARCH_PASSWORD and the user info of OPEN_SEARCH_DNS empty")
         signer = SigV4Signer.from_aws_chain(settings.aws_region, settings.open_search_aws_service)
     else:
         # A node's own user info wins over OPEN_SEARCH_USERNAME / OPEN_SEARCH_PASSWORD, as in other clients.
-        nodes = [node if node.auth else Node(node.base, default_auth) for node in nodes]
-        if any(node.auth and node.base.startswith("http://") for node in nodes):
+        nodes = [node if node.authorization else Node(node.base, default_auth) for node in nodes]
+        if any(node.authorization and node.base.startswith("http://") for node in nodes):
             warnings.append("credentials are sent to OpenSearch over plain http: anyone on the path can read them; "
                             "use https:// in OPEN_SEARCH_DNS")
     context = None
@@ -89,10 +90,10 @@ def parse_nodes(dns: str) -> list[Node]:
             raise ConfigError(f"OPEN_SEARCH_DNS: {redact(text)!r} has an invalid port") from None
         netloc = parts.netloc.rpartition("@")[2]
         base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        auth = None
+        authorization = None
         if parts.username is not None:
-            auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-        nodes.append(Node(base, auth))
+            authorization = aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))
+        nodes.append(Node(base, authorization))
     if not nodes:
         raise ConfigError("OPEN_SEARCH_DNS is empty: give the URL of at least one OpenSearch node")
     if len({node.base for node in nodes}) < len(nodes):
