@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command in ("serve", "token"):
             require_jwt_secret(settings)
-        if args.command in ("serve", "pending"):
+        if args.command == "serve" or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
             from .shipper.connection import connection_from_settings
 
             connection_from_settings(settings)  # nodes, credentials, TLS files, AWS chain: stop now if wrong

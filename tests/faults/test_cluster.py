@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from support import CollectorProcess, DevCluster, Load, assert_delivered_exactly_once, metric, wait_until
+from support import (OPENSEARCH_URL, CollectorProcess, DevCluster, Load, assert_delivered_exactly_once, event, free_port,
+                     metric, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +49,15 @@ def test_killing_a_node_that_holds_primaries_under_load_loses_and_duplicates_not
     finally:
         collector.stop()
     print(f"cluster kill test: {time.monotonic() - started:.0f} s after the cluster was up")
+
+
+def test_a_node_that_refuses_is_set_aside_and_delivery_goes_on_without_a_pause(collector_factory, opensearch):
+    refusing = f"http://127.0.0.1:{free_port()}"
+    collector = collector_factory(OPEN_SEARCH_DNS=f"{refusing},{OPENSEARCH_URL}", BULK_SIZE=10)
+    events = [event() for _ in range(100)]
+    assert {collector.post_event(e).status_code for e in events} == {200}
+    assert_delivered_exactly_once("one of two nodes refusing", [e["log_id"] for e in events], opensearch,
+                                  collector.environment)
+    assert metric(collector, "event_collector_opensearch_node_failures_total", node=refusing) >= 1
+    assert metric(collector, "event_collector_delivery_pauses_total") == 0
+    assert collector.dead_letters() == []
