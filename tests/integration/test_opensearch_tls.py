@@ -90,9 +90,12 @@ def test_a_wrong_password_pauses_without_dead_letters_then_a_restart_with_the_ri
         collector_factory, opensearch, nginx, ca, server_certificate):
     right, wrong = "pw-" + uuid.uuid4().hex, "pw-" + uuid.uuid4().hex
     nginx.start(tls=server_certificate, require_password=True, password=right)
-    # Two nodes, the first down: the set-aside node must not hide the 401 of the one that answers.
-    dead_node = f"https://127.0.0.1:{free_port()}"
-    collector = collector_factory(OPEN_SEARCH_DNS=f"{dead_node},https://operator:{wrong}@127.0.0.1:{nginx.port}",
+    # Two nodes, the first down: the set-aside node must not hide the 401 of the one that answers. Both carry the
+    # password in their URL, so that the dead one's log lines and metric label would show it if they could.
+    dead_port = free_port()
+    dead_node = f"https://127.0.0.1:{dead_port}"
+    collector = collector_factory(OPEN_SEARCH_DNS=f"https://operator:{wrong}@127.0.0.1:{dead_port},"
+                                                  f"https://operator:{wrong}@127.0.0.1:{nginx.port}",
                                   OPEN_SEARCH_CA_CERTS=ca.bundle, MAX_DELIVERY_ATTEMPTS=2, BULK_SIZE=10)
     log_ids = send(collector, 30)
     wait_until(lambda: metric(collector, "event_collector_delivery_pauses_total") >= 3, timeout=90,
@@ -102,11 +105,13 @@ def test_a_wrong_password_pauses_without_dead_letters_then_a_restart_with_the_ri
     assert collector.dead_letters() == []
     assert attempts(collector) == {0}
     assert opensearch.count(collector.environment) == 0
+    assert metric(collector, "event_collector_opensearch_node_failures_total", node=dead_node) >= 1
     metrics_page = collector.http.get("/metrics").text
     assert collector.stop() == 0
     assert_no_secret(written(collector, metrics_page), wrong)
 
-    fixed = collector_factory(OPEN_SEARCH_DNS=f"{dead_node},{nginx.url}", OPEN_SEARCH_CA_CERTS=ca.bundle,
+    fixed = collector_factory(OPEN_SEARCH_DNS=f"https://operator:{right}@127.0.0.1:{dead_port},{nginx.url}",
+                              OPEN_SEARCH_CA_CERTS=ca.bundle,
                               OPEN_SEARCH_USERNAME="operator", OPEN_SEARCH_PASSWORD=right,
                               DATABASE=collector.database, SERVER_ENVIRONMENT=collector.environment)
     assert_delivered_exactly_once("wrong password, then fixed and restarted", log_ids, opensearch,
