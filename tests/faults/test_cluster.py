@@ -1,6 +1,6 @@
 """A collector given every node of a real 3-node cluster (separate JVMs) keeps delivering when one is killed.
 
-Takes about 3 minutes on a busy 2-core machine, most of it starting the cluster (3 JVMs of 512 MB heap).
+Takes 1.5 to 3 minutes on a busy 2-core machine, most of it starting the cluster (3 JVMs of 512 MB heap).
 """
 
 import time
