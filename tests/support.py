@@ -423,9 +423,18 @@ class Nginx:
         self.upstream = upstream
         self.process: subprocess.Popen | None = None
 
-    def configure(self, max_body: str = "100m", require_password: bool = False) -> None:
-        (self.dir / "htpasswd").write_text("operator:{PLAIN}secret\n")
+    def configure(self, max_body: str = "100m", require_password: bool = False, password: str = "secret",
+                  tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> None:
+        """`tls`: (certificate chain, key) files to serve https with; `client_ca`: require a client certificate
+        signed by that CA (mutual TLS)."""
+        (self.dir / "htpasswd").write_text(f"operator:{{PLAIN}}{password}\n")
         auth = f'auth_basic "opensearch"; auth_basic_user_file {self.dir}/htpasswd;' if require_password else ""
+        ssl = ""
+        if tls:
+            ssl = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};"
+            if client_ca:
+                ssl += f" ssl_client_certificate {client_ca}; ssl_verify_client on;"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         temp = " ".join(f"{kind}_temp_path {self.dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
                                                                              "uwsgi", "scgi"))
         (self.dir / "nginx.conf").write_text(f"""
@@ -441,7 +450,8 @@ http {{
     access_log off;
     {temp}
     server {{
-        listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
+        {ssl}
         client_max_body_size {max_body};
         location / {{ {auth} proxy_pass {self.upstream}; }}
     }}
@@ -516,3 +526,62 @@ backend collectors
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
+
+
+class DevCluster:
+    """A real OpenSearch cluster of `size` nodes, each its own JVM (scripts/opensearch-dev cluster-start with
+    OPENSEARCH_DEV_CLUSTER), so that a test can kill one and start it again."""
+
+    def __init__(self, state_dir: Path, size: int = 3, heap: str = "512m") -> None:
+        self.http_ports = [free_port() for _ in range(size)]
+        transport_ports = [free_port() for _ in range(size)]
+        self.urls = [f"http://127.0.0.1:{port}" for port in self.http_ports]
+        self.env = {**os.environ, "OPENSEARCH_DEV_DIR": str(state_dir), "OPENSEARCH_DEV_HEAP": heap,
+                    "OPENSEARCH_DEV_CLUSTER": ",".join(f"{http}:{transport}" for http, transport
+                                                       in zip(self.http_ports, transport_ports)),
+                    "OPENSEARCH_DEV_SETTINGS": "", "OPEN_SEARCH_DNS": self.urls[0]}
+        self.killed: set[str] = set()
+
+    @property
+    def dns(self) -> str:
+        """OPEN_SEARCH_DNS naming every node."""
+        return ",".join(self.urls)
+
+    def _script(self, command: str, url: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+        env = {**self.env, "OPEN_SEARCH_DNS": url or self.urls[0]}
+        return subprocess.run([str(REPO / "scripts" / "opensearch-dev"), command], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self) -> "DevCluster":
+        result = self._script("cluster-start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return self
+
+    def stop(self) -> None:
+        result = self._script("cluster-stop")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def client(self) -> OpenSearch:
+        """A client of a node that was not killed."""
+        return OpenSearch(next(url for url in self.urls if url not in self.killed))
+
+    def node_url(self, node_name: str) -> str:
+        return f"http://127.0.0.1:{node_name.rsplit('-', 1)[1]}"  # nodes are named opensearch-dev-<http port>
+
+    def primaries(self, index_pattern: str) -> dict[str, int]:
+        """Started primary shards of the indices matching `index_pattern`, per node URL."""
+        response = self.client().http.get(f"/_cat/shards/{index_pattern}", params={"format": "json"})
+        response.raise_for_status()
+        counts: dict[str, int] = {}
+        for shard in response.json():
+            if shard["prirep"] == "p" and shard["state"] == "STARTED":
+                counts[self.node_url(shard["node"])] = counts.get(self.node_url(shard["node"]), 0) + 1
+        return counts
+
+    def kill(self, url: str) -> None:
+        """kill -9 the JVM of the node at `url`."""
+        pid = int(self._script("pid", url).stdout.strip())
+        os.kill(pid, signal.SIGKILL)
+        self.killed.add(url)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout=30,
+                   message=f"OpenSearch pid {pid} to die")

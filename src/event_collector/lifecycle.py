@@ -43,8 +43,7 @@ class Collector:
         self.runs_janitor = runs_janitor
         self.buffer = Buffer(settings.queue_capacity, settings.bulk_size)
         self.store = open_store(settings)
-        self.client = OpenSearchClient(settings.opensearch_url, settings.open_search_timeout_seconds,
-                                       max_connections=settings.bulk_workers + 2)
+        self.client = OpenSearchClient.from_settings(settings, max_connections=settings.bulk_workers + 2)
         self.template = TemplateGuard(self.client, settings.server_environment)
         self.breaker = Breaker(base_seconds=1.0, max_seconds=30.0)
         self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds,

@@ -116,3 +116,12 @@ def _forget_dead_workers(directory: str) -> None:
             mark_process_dead(pid, directory)
         except PermissionError:
             pass
+
+
+# The connection to OpenSearch (shipper/nodes.py).
+opensearch_node_failures = Counter(
+    "event_collector_opensearch_node_failures_total",
+    "Requests a node did not answer (refused, reset, TLS failure or timeout), by node (its URL without user info); "
+    "the node is set aside for a back-off and the request goes to another",
+    ["node"], registry=REGISTRY,
+)

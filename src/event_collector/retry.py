@@ -51,8 +51,10 @@ class Backoff:
 _UNAVAILABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
 # Whole-request answers that mean a setting is wrong; what to fix, for the log and /metrics.
 MISCONFIGURED_STATUSES = {
-    401: "OpenSearch refused the credentials (401): check OPEN_SEARCH_DNS's user and password",
-    403: "OpenSearch forbids bulk writes to these indices (403): check the user's permissions",
+    401: "OpenSearch refused the credentials (401): check OPEN_SEARCH_USERNAME and OPEN_SEARCH_PASSWORD (or the user "
+         "info in OPEN_SEARCH_DNS), or the AWS credentials and AWS_REGION with OPEN_SEARCH_AUTH=sigv4",
+    403: "OpenSearch forbids bulk writes to these indices (403): check the permissions of OPEN_SEARCH_USERNAME (or "
+         "of the AWS identity with OPEN_SEARCH_AUTH=sigv4, and OPEN_SEARCH_AWS_SERVICE)",
     404: "OpenSearch has no _bulk endpoint at this address (404): check OPEN_SEARCH_DNS's host, port and path",
 }
 

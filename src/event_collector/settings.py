@@ -67,6 +67,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_secret: str = ""
     server_environment: _Environment = "local"
     database_url: str = "sqlite://sqlite3.db"
+    # The connection to OpenSearch (shipper/connection.py, docs/opensearch.md): OPEN_SEARCH_DNS may name
+    # several nodes of one cluster, comma-separated; credentials never appear in a log line or message.
+    open_search_username: str = ""
+    open_search_password: str = ""
+    open_search_auth: Literal["basic", "sigv4"] = "basic"
+    open_search_aws_service: Literal["es", "aoss"] = "es"
+    aws_region: str = ""
+    open_search_ca_certs: str = ""
+    open_search_client_cert: str = ""
+    open_search_client_key: str = ""
+    open_search_verify_certs: bool = True
     # Pipeline.
     queue_capacity: _AtLeastOne = 100_000
     bulk_workers: _AtLeastOne = 10

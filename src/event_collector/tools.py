@@ -37,7 +37,7 @@ async def pending_replay(settings: Settings) -> str:
     for the server's replayer, and says so with an error."""
     async with _store(settings) as store:
         made_due = await store.make_all_due()
-        client = OpenSearchClient(settings.opensearch_url, settings.open_search_timeout_seconds)
+        client = OpenSearchClient.from_settings(settings)
         await client.open()
         try:
             buffer = Buffer(settings.bulk_size, settings.bulk_size)

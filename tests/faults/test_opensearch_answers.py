@@ -29,7 +29,7 @@ def test_a_401_pauses_delivery_without_burning_attempts_until_the_setting_is_fix
     assert {collector.post_event(e).status_code for e in events} == {200}
     wait_until(lambda: metric(collector, "event_collector_delivery_pauses_total") >= 3, timeout=90,
                message="several requests answered 401")
-    assert "(401): check OPEN_SEARCH_DNS" in collector.log()
+    assert "(401): check OPEN_SEARCH_USERNAME and OPEN_SEARCH_PASSWORD" in collector.log()
     assert metric(collector, "event_collector_delivery_paused") == 1
     assert collector.dead_letters() == []
     assert attempts(collector) == {0}

@@ -6,6 +6,7 @@ import java.nio.file.Paths;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
+import java.util.stream.Collectors;
 
 import org.codelibs.opensearch.runner.OpenSearchRunner;
 
@@ -18,6 +19,10 @@ import org.codelibs.opensearch.runner.OpenSearchRunner;
  * {@code data/} and {@code logs/} in the state dir, so data survives restarts.
  * Extra node settings come from {@code OPENSEARCH_DEV_SETTINGS}, as
  * comma-separated {@code key=value} pairs, and override the defaults below.
+ *
+ * <p>By default the node is a cluster of its own ({@code discovery.type=single-node}). With
+ * {@code OPENSEARCH_DEV_CLUSTER} ({@code http-port:transport-port} of every member, comma-separated) it is
+ * one member of a cluster of separate JVMs, each started with the same list.
  */
 public final class DevNode {
 
@@ -37,9 +42,26 @@ public final class DevNode {
         settings.put("network.host", "127.0.0.1");
         settings.put("http.port", String.valueOf(port));
         settings.put("node.name", "opensearch-dev-" + port);
-        // One node, no cluster formation; replicas stay unassigned (yellow).
-        settings.put("discovery.type", "single-node");
         settings.put("node.roles", "cluster_manager|data|ingest");
+        final Map<Integer, Integer> members = parseCluster(System.getenv("OPENSEARCH_DEV_CLUSTER"));
+        if (members.isEmpty()) {
+            // One node, no cluster formation; replicas stay unassigned (yellow).
+            settings.put("discovery.type", "single-node");
+        } else {
+            // A member of a cluster of separate processes (so that a test can kill one): every member is
+            // cluster-manager-eligible and finds the others on their transport ports.
+            if (!members.containsKey(port)) {
+                System.err.println("OPENSEARCH_DEV_CLUSTER does not list http port " + port);
+                System.exit(2);
+            }
+            final int first = members.keySet().iterator().next();
+            settings.put("cluster.name", CLUSTER_NAME + "-cluster-" + first);
+            settings.put("transport.port", String.valueOf(members.get(port)));
+            settings.put("discovery.seed_hosts", members.values().stream()
+                    .map(transport -> "127.0.0.1:" + transport).collect(Collectors.joining("|")));
+            settings.put("cluster.initial_cluster_manager_nodes", members.keySet().stream()
+                    .map(http -> "opensearch-dev-" + http).collect(Collectors.joining("|")));
+        }
         // A nearly full dev disk must not turn indices read-only.
         settings.put("cluster.routing.allocation.disk.threshold_enabled", "false");
         settings.putAll(parseSettings(System.getenv("OPENSEARCH_DEV_SETTINGS")));
@@ -85,6 +107,23 @@ public final class DevNode {
             "-numOfNode", "1",
             "-clusterName", CLUSTER_NAME,
         };
+    }
+
+    /** OPENSEARCH_DEV_CLUSTER "9301:9401,9302:9402" -> {9301=9401, 9302=9402}: http port to transport port. */
+    static Map<Integer, Integer> parseCluster(final String spec) {
+        final Map<Integer, Integer> out = new LinkedHashMap<>();
+        if (spec == null || spec.isBlank()) {
+            return out;
+        }
+        for (final String member : spec.split(",")) {
+            final String[] ports = member.trim().split(":");
+            if (ports.length != 2) {
+                throw new IllegalArgumentException("OPENSEARCH_DEV_CLUSTER: expected http-port:transport-port, got '"
+                        + member + "'");
+            }
+            out.put(Integer.parseInt(ports[0].trim()), Integer.parseInt(ports[1].trim()));
+        }
+        return out;
     }
 
     /** "a=1,b=2" -> {a=1, b=2}; list values use '|' (e.g. node.roles=data|ingest). */
