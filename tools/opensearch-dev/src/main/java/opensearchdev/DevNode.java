@@ -64,6 +64,9 @@ public final class DevNode {
         }
         // A nearly full dev disk must not turn indices read-only.
         settings.put("cluster.routing.allocation.disk.threshold_enabled", "false");
+        // A test suite makes an index per test environment and never deletes them: the default of 1,000
+        // shards per node (each index's unassigned replica counts too) runs out within one run.
+        settings.put("cluster.max_shards_per_node", "100000");
         settings.putAll(parseSettings(System.getenv("OPENSEARCH_DEV_SETTINGS")));
 
         final OpenSearchRunner runner = new OpenSearchRunner();
