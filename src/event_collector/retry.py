@@ -59,7 +59,14 @@ MISCONFIGURED_STATUSES = {
 }
 
 
-def pause_reason(status: int) -> str | None:
+# A 4xx whose body is not JSON did not come from OpenSearch, which answers every error in JSON: something in
+# front of it (a proxy wanting a client certificate, a gateway) refused the request before OpenSearch saw it.
+_PROXY_REFUSAL = ("a proxy in front of OpenSearch refused the bulk request ({status}, not an OpenSearch answer): "
+                  "check OPEN_SEARCH_CLIENT_CERT and OPEN_SEARCH_CLIENT_KEY if it asks for a client certificate, "
+                  "and the proxy's rules")
+
+
+def pause_reason(status: int, body: object = None) -> str | None:
     """Why a whole bulk answer with `status` pauses delivery, or None when its items decide.
 
     Outages and overload (408, 429, 5xx) and misconfiguration (401, 403, 404) are not the events' fault:
@@ -68,7 +75,11 @@ def pause_reason(status: int) -> str | None:
     """
     if status in _UNAVAILABLE_STATUSES:
         return f"OpenSearch answered {status} to the whole bulk request"
-    return MISCONFIGURED_STATUSES.get(status)
+    if status in MISCONFIGURED_STATUSES:
+        return MISCONFIGURED_STATUSES[status]
+    if 400 <= status < 500 and status != 413 and not isinstance(body, dict):
+        return _PROXY_REFUSAL.format(status=status)
+    return None
 
 
 class Breaker:

@@ -136,11 +136,15 @@ def test_mutual_tls_delivers_with_the_client_certificate_and_nothing_without(col
 
     without = collector_factory(OPEN_SEARCH_DNS=nginx.url, OPEN_SEARCH_CA_CERTS=ca.bundle)
     send(without, 20)
-    # nginx completes the handshake and answers 400 to a request without a certificate.
-    wait_until(lambda: "No required SSL certificate was sent" in without.log(), timeout=60,
-               message="nginx refusing the request without a client certificate")
+    # nginx completes the handshake and answers 400 (HTML, not OpenSearch's JSON) to a request without a
+    # certificate: delivery pauses, naming the setting, and no attempt is burnt.
+    wait_until(lambda: metric(without, "event_collector_delivery_pauses_total") >= 2, timeout=60,
+               message="nginx refusing the requests without a client certificate")
+    assert "OPEN_SEARCH_CLIENT_CERT" in without.log()
+    assert metric(without, "event_collector_delivery_paused") == 1
     assert opensearch.count(without.environment) == 0
     assert without.pending_rows() == 20
+    assert attempts(without) == {0}
 
 
 def test_verify_certs_false_delivers_and_warns_at_every_start(collector_factory, opensearch, nginx,

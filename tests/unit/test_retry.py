@@ -26,7 +26,15 @@ def test_a_backoff_grows_with_each_failure_and_starts_over_after_a_success():
     (507, True),
 ])
 def test_whole_request_answers_that_are_not_the_events_fault_pause_delivery(status, pauses):
-    assert (pause_reason(status) is not None) == pauses
+    # OpenSearch's own answers are JSON objects.
+    assert (pause_reason(status, {"error": {"type": "x"}}) is not None) == pauses
+
+
+@pytest.mark.parametrize("body", ["<html><center>400 No required SSL certificate was sent</center></html>", None])
+def test_a_4xx_that_is_not_opensearch_s_json_is_a_proxy_refusing_and_pauses(body):
+    assert "OPEN_SEARCH_CLIENT_CERT" in pause_reason(400, body)
+    assert pause_reason(400, {"error": {"type": "parse_exception"}}) is None
+    assert pause_reason(413, body) is None  # split, not paused
 
 
 def test_a_misconfiguration_names_what_to_check():

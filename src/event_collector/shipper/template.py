@@ -113,10 +113,10 @@ class TemplateGuard:
                 log.info("index template %s installed", template_name(self._environment))
                 await self._add_new_fields()
                 self._settled = True
-            elif pause_reason(status) is not None:
-                # Overloaded, down or misconfigured (401, 403, 404): shipping now would create indices
-                # without the mapping, so delivery waits for the template.
-                raise OpenSearchUnavailable(f"installing the index template: {pause_reason(status)}")
+            elif (reason := pause_reason(status, body)) is not None:
+                # Overloaded, down or misconfigured (401, 403, 404, a proxy's refusal): shipping now would
+                # create indices without the mapping, so delivery waits for the template.
+                raise OpenSearchUnavailable(f"installing the index template: {reason}")
             else:
                 log.error("OpenSearch refused index template %s (%s): %s",
                           template_name(self._environment), status, body)
@@ -126,8 +126,8 @@ class TemplateGuard:
         """A template shapes only the indices created after it: an index of this month, created before an
         upgrade, gets the added fields' mappings here rather than mappings guessed from the first values."""
         status, body = await add_new_fields(self._client, self._environment)
-        if pause_reason(status) is not None:
-            raise OpenSearchUnavailable(f"adding new fields to existing indices: {pause_reason(status)}")
+        if (reason := pause_reason(status, body)) is not None:
+            raise OpenSearchUnavailable(f"adding new fields to existing indices: {reason}")
         if not 200 <= status < 300:
             log.error("OpenSearch refused the new fields' mappings on existing indices %s (%s): %s",
                       f"events_{self._environment}_*", status, body)

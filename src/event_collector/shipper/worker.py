@@ -55,7 +55,7 @@ class Shipper:
             self.pause_reason = (f"a bulk request of {len(batch)} events was refused as too large (413): raise the "
                                  "body limit of OpenSearch (http.max_content_length) or of the proxy in front")
             return Verdict.TOO_LARGE
-        reason = pause_reason(status)
+        reason = pause_reason(status, body)
         if reason is not None:
             metrics.bulk_requests.labels("paused").inc()
             self.pause_reason = reason
