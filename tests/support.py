@@ -578,6 +578,16 @@ class DevCluster:
                 counts[self.node_url(shard["node"])] = counts.get(self.node_url(shard["node"]), 0) + 1
         return counts
 
+    def restart_killed(self) -> None:
+        """Start the killed nodes again and wait until all the cluster's nodes are back and its shards green."""
+        for url in sorted(self.killed):
+            result = self._script("start", url)
+            assert result.returncode == 0, result.stdout + result.stderr
+        self.killed.clear()
+        health = self.client().http.get("/_cluster/health", params={
+            "wait_for_nodes": str(len(self.urls)), "wait_for_status": "green", "timeout": "120s"}, timeout=150).json()
+        assert health["number_of_nodes"] == len(self.urls) and health["status"] == "green", health
+
     def kill(self, url: str) -> None:
         """kill -9 the JVM of the node at `url`."""
         pid = int(self._script("pid", url).stdout.strip())
@@ -585,3 +595,56 @@ class DevCluster:
         self.killed.add(url)
         wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout=30,
                    message=f"OpenSearch pid {pid} to die")
+
+
+# Answers after which the same event is sent again: no answer at all, or one that says nothing was kept
+# (503 with Retry-After; 502/504 from the balancer when a replica died holding the request). A 2xx or a
+# 4xx is final.
+_RESEND_STATUSES = frozenset({502, 503, 504})
+
+
+class ResendingLoad:
+    """Clients in threads sending new events through `url` until stopped. An event without a final answer
+    is sent again with the same log_id until it gets one: a resend of an event that was in fact kept is
+    answered 2xx again and indexed once (`_id = log_id`)."""
+
+    def __init__(self, url: str, headers: dict[str, str], clients: int = 3) -> None:
+        self.url = url
+        self.headers = headers
+        self.accepted: list[str] = []
+        self.sent = 0
+        self.resent = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> "ResendingLoad":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _client(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10, headers=self.headers) as http:
+            while not self._stopping.is_set():
+                sent = event()
+                with self._lock:
+                    self.sent += 1
+                # Once started, an event is seen through to its final answer, even while stopping.
+                while True:
+                    try:
+                        status = http.post("/events", json=sent).status_code
+                    except httpx.HTTPError:
+                        status = None
+                    if status is not None and status not in _RESEND_STATUSES:
+                        break
+                    with self._lock:
+                        self.resent += 1
+                    time.sleep(0.05)  # a client's back-off before it resends, not a wait for a condition
+                if status == 200:
+                    with self._lock:
+                        self.accepted.append(sent["log_id"])

@@ -1,14 +1,19 @@
-"""A collector given every node of a real 3-node cluster (separate JVMs) keeps delivering when one is killed.
+"""A collector given every node of a real 3-node cluster (separate JVMs) keeps delivering when one is killed;
+two replicas behind haproxy keep every event when one of them and one node are killed in the same load.
 
-Takes 1.5 to 3 minutes on a busy 2-core machine, most of it starting the cluster (3 JVMs of 512 MB heap).
+Takes 3 to 5 minutes on a busy 2-core machine, much of it starting the cluster (3 JVMs of 512 MB heap),
+which the tests share.
 """
 
+import signal
 import time
 
 import pytest
 
-from support import (OPENSEARCH_URL, CollectorProcess, DevCluster, Load, assert_delivered_exactly_once, event, free_port,
-                     metric, wait_until)
+import httpx
+
+from support import (OPENSEARCH_URL, CollectorProcess, DevCluster, Haproxy, Load, ResendingLoad,
+                     assert_delivered_exactly_once, event, free_port, metric, unique_environment, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,53 @@ def test_killing_a_node_that_holds_primaries_under_load_loses_and_duplicates_not
     finally:
         collector.stop()
     print(f"cluster kill test: {time.monotonic() - started:.0f} s after the cluster was up")
+
+
+def test_two_replicas_keep_every_event_when_one_and_a_node_are_killed_in_the_same_load(cluster, tmp_path):
+    """Each replica has its own store; haproxy balances them round-robin; clients resend what got no final
+    answer (log_id makes that harmless). One replica gets kill -9 and is restarted on its store, and the node
+    holding the most primaries gets kill -9, while the load goes on."""
+    cluster.restart_killed()  # the test above killed one: all three again, so the cluster keeps its quorum
+    environment = unique_environment()
+    replicas = [CollectorProcess(tmp_path, opensearch_url=cluster.dns, SERVER_ENVIRONMENT=environment,
+                                 DATABASE=tmp_path / f"replica-{n}.db", ACK_MODE="durable", BULK_SIZE=50)
+                for n in range(2)]
+    pattern = f"events_{environment}_*"
+    balancer = None
+    try:
+        for replica in replicas:
+            replica.start()
+        balancer = Haproxy(tmp_path, [replica.port for replica in replicas]).start()
+        victim, survivor = replicas
+        with ResendingLoad(balancer.url, victim.auth()) as load:
+            wait_until(lambda: len(load.accepted) >= 300, timeout=90, message="load before the kills")
+            assert metric(victim, "event_collector_events_received_total", outcome="created") > 0
+            cluster.client().http.get(f"/_cluster/health/{pattern}",
+                                      params={"wait_for_status": "green", "timeout": "60s"}, timeout=70)
+            node = max(cluster.primaries(pattern).items(), key=lambda item: item[1])[0]
+            victim.process.send_signal(signal.SIGKILL)
+            cluster.kill(node)
+            victim.process.wait(30)
+            after_kills = len(load.accepted)
+            wait_until(lambda: len(load.accepted) >= after_kills + 300, timeout=120, message="load on one replica")
+            victim.http = httpx.Client(base_url=victim.url, timeout=30)
+            victim.start()  # on its own store: what it had acknowledged is replayed from there
+            wait_until(lambda: metric(victim, "event_collector_events_received_total", outcome="created") > 0,
+                       timeout=90, message="the restarted replica taking events again")
+            after_restart = len(load.accepted)
+            wait_until(lambda: len(load.accepted) >= after_restart + 300, timeout=90, message="load on both again")
+        print(f"sent {load.sent}, resent {load.resent} times, accepted {len(load.accepted)}")
+        assert len(set(load.accepted)) == len(load.accepted)
+        assert_delivered_exactly_once("2 replicas behind haproxy, kill -9 of one and of a node", load.accepted,
+                                      cluster.client(), environment, sent=load.sent)
+        for replica in replicas:
+            wait_until(lambda: replica.pending_rows() == 0, timeout=90, message="every store emptied")
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        for replica in replicas:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.stop()
 
 
 def test_a_node_that_refuses_is_set_aside_and_delivery_goes_on_without_a_pause(collector_factory, opensearch):
