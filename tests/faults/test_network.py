@@ -22,7 +22,7 @@ def test_a_hanging_network_times_out_keeps_events_pending_then_delivers_them(col
         wait_until(lambda: opensearch.count(collector.environment) >= 200, message="delivery through the proxy")
         proxy.forwarding.clear()
         wait_until(lambda: collector.pending_rows() >= 200, timeout=60, message="timed-out events pending")
-        wait_until(lambda: "TimeoutError" in collector.log(), timeout=30, message="bulk requests timing out")
+        wait_until(lambda: "OPEN_SEARCH_TIMEOUT_SECONDS" in collector.log(), timeout=30, message="bulk requests timing out")
         proxy.forwarding.set()
         resumed_at = len(load.accepted)
         wait_until(lambda: len(load.accepted) >= resumed_at + 200, message="load after the network recovers")
