@@ -165,7 +165,8 @@ def log_config(log_format: str, level: str, secrets: list[str]) -> dict[str, Any
         # interval with a count.
         # A beacon may carry its token in the URL: no query string reaches the access log.
         "filters": {"repeats": {"()": RepeatFilter}, "redact_queries": {"()": QueryRedactingFilter}},
-        "handlers": {"collector": handler(), "access": {**handler(), "filters": ["repeats", "redact_queries"]}},
+        # The access log is one line per request by design: no repeat limit there (every line has one template).
+        "handlers": {"collector": handler(), "access": {**handler(), "filters": ["redact_queries"]}},
         "root": {"handlers": ["collector"], "level": level},
         "loggers": {
             "event_collector": {"level": level},

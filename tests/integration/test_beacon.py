@@ -142,7 +142,8 @@ def test_no_token_from_a_url_reaches_any_log_line(tmp_path, opensearch):
     finally:
         collector.stop()
     log = collector.log()
-    assert '"POST /events/beacon?[redacted] HTTP/1.1" 204' in log  # the access log was on
+    # The access log was on, one line per request (none held back as a repeat).
+    assert log.count("/events/beacon?[redacted]") >= 4 * len(tokens)
     for name, token in tokens.items():
         for piece in (token, token.split(".")[-1]):
             assert piece not in log, f"the {name} token is in the log"

@@ -125,3 +125,16 @@ def test_the_repeat_limit_works_in_the_json_format(capsys):
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, "root": {"handlers": []},
                                    "loggers": {name: {"handlers": [], "propagate": True}
                                                for name in ("uvicorn", "uvicorn.access")}})
+
+
+def test_every_access_line_is_written_none_held_back_as_a_repeat(capsys):
+    import logging.config
+
+    from event_collector.logs import log_config
+
+    logging.config.dictConfig(log_config("json", "INFO", []))
+    access = logging.getLogger("uvicorn.access")
+    for n in range(5):
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "POST", f"/events/beacon?token=t{n}", "1.1", 204)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "uvicorn.access" in line]
+    assert len(lines) == 5 and all("?[redacted]" in line for line in lines)
