@@ -32,6 +32,22 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class Clock:
+    """Wall and CPU seconds from its creation (after the producer's warm-up) to stop()."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, cpu_seconds() - self.cpu
+
+
+def warm_up(send, flush) -> None:
+    """One record through before timing: connections and the idempotent producer id are set up."""
+    send()
+    flush()
+
+
 def create_topic(bootstrap: str, partitions: int) -> str:
     topic = f"measure-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -60,7 +76,7 @@ def payload(i: int, size: int) -> tuple[bytes, bytes]:
 
 
 # confluent-kafka, as a plain script would use it: callbacks served by poll() in the same thread.
-def produce_confluent(bootstrap: str, topic: str, n: int, size: int) -> None:
+def produce_confluent(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, float]:
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                          "linger.ms": 5})
     failed = []
@@ -69,6 +85,8 @@ def produce_confluent(bootstrap: str, topic: str, n: int, size: int) -> None:
         if err is not None:
             failed.append(err)
 
+    warm_up(lambda: producer.produce(topic, b"warm-up", b"warm-up"), lambda: producer.flush(30))
+    clock = Clock()
     for i in range(n):
         key, value = payload(i, size)
         while True:
@@ -79,12 +97,13 @@ def produce_confluent(bootstrap: str, topic: str, n: int, size: int) -> None:
                 producer.poll(0.05)
         producer.poll(0)
     assert producer.flush(60) == 0 and not failed, failed[:3]
+    return clock.stop()
 
 
 # confluent-kafka as the ack mode would use it: every record gets an asyncio future resolved
 # from librdkafka's delivery callback, which a poller thread serves.
-def produce_confluent_asyncio(bootstrap: str, topic: str, n: int, size: int) -> None:
-    async def run() -> None:
+def produce_confluent_asyncio(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, float]:
+    async def run() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                              "linger.ms": 5})
@@ -106,43 +125,128 @@ def produce_confluent_asyncio(bootstrap: str, topic: str, n: int, size: int) -> 
                 else:
                     loop.call_soon_threadsafe(future.set_exception, RuntimeError(str(err)))
 
-            key, value = payload(i, size)
+            key, value = payload(i, size) if i >= 0 else (b"warm-up", b"warm-up")
             producer.produce(topic, value, key, on_delivery=on_delivery)
             return future
 
+        await send(-1)  # warm-up: connections and the idempotent producer id
+        clock = Clock()
         # Requests arrive concurrently: keep up to 5,000 records in flight, as many waiting clients would.
         window = 5000
         for start in range(0, n, window):
             await asyncio.gather(*(send(i) for i in range(start, min(n, start + window))))
+        result = clock.stop()
         stop.set()
         thread.join()
         assert producer.flush(60) == 0
+        return result
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
-def produce_aiokafka(bootstrap: str, topic: str, n: int, size: int) -> None:
+# As above, but one future per batch of 100 records, as the ack mode's group commit would wait: the
+# delivery callbacks count down in the poller thread and only the last one wakes the event loop.
+def produce_confluent_batches(bootstrap: str, topic: str, n: int, size: int, batch: int = 100) -> tuple[float, float]:
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                             "linger.ms": 5})
+        stop = threading.Event()
+
+        def poller() -> None:
+            while not stop.is_set():
+                producer.poll(0.05)
+
+        thread = threading.Thread(target=poller, daemon=True)
+        thread.start()
+
+        def send(indexes: range) -> asyncio.Future:
+            future = loop.create_future()
+            left, errors = [len(indexes)], []
+
+            def on_delivery(err, _msg):  # runs in the poller thread
+                if err is not None:
+                    errors.append(err)
+                left[0] -= 1
+                if left[0] == 0:
+                    loop.call_soon_threadsafe(future.set_result, errors)
+
+            for i in indexes:
+                key, value = payload(i, size) if i >= 0 else (b"warm-up", b"warm-up")
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+            return future
+
+        await send(range(-1, 0))
+        clock = Clock()
+        window = 5000
+        for start in range(0, n, window):
+            stop_at = min(n, start + window)
+            results = await asyncio.gather(*(send(range(b, min(stop_at, b + batch)))
+                                             for b in range(start, stop_at, batch)))
+            assert not any(results), results
+        result = clock.stop()
+        stop.set()
+        thread.join()
+        assert producer.flush(60) == 0
+        return result
+
+    return asyncio.run(run())
+
+
+# confluent-kafka's own asyncio producer (confluent_kafka.aio, marked experimental in 2.16): it gathers
+# records in Python and hands them to librdkafka in batches from a thread pool.
+def produce_confluent_aio(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, float]:
+    from confluent_kafka.aio import AIOProducer
+
+    async def run() -> tuple[float, float]:
+        producer = AIOProducer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                                "linger.ms": 5}, buffer_timeout=0.01)
+        try:
+            await (await producer.produce(topic, b"warm-up", b"warm-up"))
+            clock = Clock()
+            window = 5000
+            for start in range(0, n, window):
+                futures = []
+                for i in range(start, min(n, start + window)):
+                    key, value = payload(i, size)
+                    futures.append(await producer.produce(topic, value, key))
+                await asyncio.gather(*futures)
+            return clock.stop()
+        finally:
+            await producer.close()
+
+    return asyncio.run(run())
+
+
+def produce_aiokafka(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, float]:
     from aiokafka import AIOKafkaProducer
 
-    async def run() -> None:
+    async def run() -> tuple[float, float]:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                     linger_ms=5)
         await producer.start()
         try:
+            await (await producer.send(topic, b"warm-up", key=b"warm-up"))
+            clock = Clock()
             window = 5000
             for start in range(0, n, window):
-                futures = [await producer.send(topic, payload(i, size)[1], key=payload(i, size)[0])
-                           for i in range(start, min(n, start + window))]
+                futures = []
+                for i in range(start, min(n, start + window)):
+                    key, value = payload(i, size)
+                    futures.append(await producer.send(topic, value, key=key))
                 await asyncio.gather(*futures)
+            return clock.stop()
         finally:
             await producer.stop()
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 PRODUCERS = {
     "confluent-kafka": produce_confluent,
     "confluent-kafka + asyncio futures": produce_confluent_asyncio,
+    "confluent-kafka + a future per 100 records": produce_confluent_batches,
+    "confluent_kafka.aio.AIOProducer": produce_confluent_aio,
     "aiokafka": produce_aiokafka,
 }
 
@@ -151,10 +255,8 @@ def measure_produce(bootstrap: str, n: int, size: int, partitions: int) -> list[
     results = []
     for name, produce in PRODUCERS.items():
         topic = create_topic(bootstrap, partitions)
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
-        produce(bootstrap, topic, n, size)
-        wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-        stored = records_in(bootstrap, topic, partitions)
+        wall, cpu = produce(bootstrap, topic, n, size)
+        stored = records_in(bootstrap, topic, partitions) - 1  # less the warm-up record
         result = {"client": name, "records": n, "stored": stored, "seconds": round(wall, 2),
                   "records_per_s": round(n / wall), "cpu_s_per_10k": round(cpu / n * 10_000, 3)}
         print(json.dumps(result), flush=True)
@@ -164,9 +266,13 @@ def measure_produce(bootstrap: str, n: int, size: int, partitions: int) -> list[
 
 # --- consumer groups: one consumer per process, printing its assignment whenever it changes ---
 
-def consume_confluent(bootstrap: str, topic: str, group: str) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+def consume_confluent(bootstrap: str, topic: str, group: str, protocol: str = "classic") -> None:
+    config = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
+    if protocol == "classic":
+        config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    else:  # KIP-848: the broker assigns and owns the timeouts (scripts/kafka-dev sets them to 6 s / 1 s)
+        config["group.protocol"] = "consumer"
+    consumer = Consumer(config)
     consumer.subscribe([topic])
     shown = None
     while True:
@@ -196,7 +302,11 @@ def consume_aiokafka(bootstrap: str, topic: str, group: str) -> None:
     asyncio.run(run())
 
 
-CONSUMERS = {"confluent-kafka": consume_confluent, "aiokafka": consume_aiokafka}
+CONSUMERS = {
+    "confluent-kafka": consume_confluent,
+    "confluent-kafka group.protocol=consumer": lambda *args: consume_confluent(*args, protocol="consumer"),
+    "aiokafka": consume_aiokafka,
+}
 
 
 class Member:
