@@ -648,3 +648,54 @@ class ResendingLoad:
                 if status == 200:
                     with self._lock:
                         self.accepted.append(sent["log_id"])
+
+
+class KafkaCluster:
+    """A real Kafka cluster (scripts/kafka-dev: KRaft, one JVM per broker) that a test may kill brokers of.
+
+    Ports are chosen free by the script at the first start and kept in the state dir, so a
+    killed broker comes back on the same port with `start()`.
+    """
+
+    def __init__(self, state_dir: Path, brokers: int = 3, settings: str = "", heap: str = "") -> None:
+        self.env = {**os.environ, "KAFKA_DEV_DIR": str(state_dir), "KAFKA_DEV_BROKERS": str(brokers),
+                    "KAFKA_DEV_SETTINGS": settings}
+        if heap:
+            self.env["KAFKA_DEV_HEAP"] = heap
+        # Broker 1 would otherwise take the port of a KAFKA_BOOTSTRAP_SERVERS the developer has set.
+        self.env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        self.bootstrap_servers = ""
+
+    def _script(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "scripts" / "kafka-dev"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=300)
+
+    def start(self) -> "KafkaCluster":
+        """Start every broker not running and wait until all are in the cluster and replicating."""
+        result = self._script("start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        self.bootstrap_servers = self._script("bootstrap").stdout.strip()
+        return self
+
+    def stop(self) -> None:
+        result = self._script("stop")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    @property
+    def ports(self) -> list[int]:
+        """The brokers' client ports, broker 1 first."""
+        return [int(server.rsplit(":", 1)[1]) for server in self.bootstrap_servers.split(",")]
+
+    def pid(self, port: int) -> int | None:
+        result = self._script("pid", str(port))
+        return int(result.stdout) if result.returncode == 0 else None
+
+    def kill(self, port: int | None = None) -> int:
+        """kill -9 one broker's JVM (the first by default); returns its client port."""
+        port = port or self.ports[0]
+        pid = self.pid(port)
+        assert pid is not None, f"no broker running on port {port}"
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout=30,
+                   message=f"Kafka broker pid {pid} to die")
+        return port
