@@ -91,6 +91,13 @@ class OpenSearch:
         self.refresh(environment)
         return self._search(environment, {"query": query, "size": 100}).json()["hits"]["hits"]
 
+    def indexed_document(self, environment: str, log_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The one document of `log_id`, once it is searchable; fails if there are several."""
+        hits = wait_until(lambda: self.search(environment, {"term": {"log_id": log_id}}), timeout=timeout,
+                          message=f"{log_id} indexed")
+        assert len(hits) == 1, hits
+        return hits[0]["_source"]
+
     def _search(self, environment: str, body: dict[str, Any]) -> httpx.Response:
         # A 503 comes while a just-created index has no active shard yet: ask again.
         response = wait_until(lambda: _not_503(self.http.post(
@@ -247,23 +254,17 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-class Load:
-    """Clients in threads sending new events until stopped; they keep going while the collector is down.
+class _ClientThreads:
+    """Client threads running `_client` from entering the `with` block until leaving it."""
 
-    Remembers every log_id answered 2xx, and counts what was sent and how it was answered.
-    """
-
-    def __init__(self, collector: "CollectorProcess", clients: int = 4) -> None:
-        self.collector = collector
+    def __init__(self, clients: int) -> None:
         self.accepted: list[str] = []
         self.sent = 0
-        self.statuses: dict[int | str, int] = {}
-        self.retry_after_missing = 0
         self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
         self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self):
         for thread in self._threads:
             thread.start()
         return self
@@ -272,6 +273,22 @@ class Load:
         self._stopping.set()
         for thread in self._threads:
             thread.join(60)
+
+    def _client(self) -> None:
+        raise NotImplementedError
+
+
+class Load(_ClientThreads):
+    """Clients in threads sending new events until stopped; they keep going while the collector is down.
+
+    Remembers every log_id answered 2xx, and counts what was sent and how it was answered.
+    """
+
+    def __init__(self, collector: "CollectorProcess", clients: int = 4) -> None:
+        self.collector = collector
+        self.statuses: dict[int | str, int] = {}
+        self.retry_after_missing = 0
+        super().__init__(clients)
 
     def _client(self) -> None:
         headers = self.collector.auth()
@@ -603,7 +620,7 @@ class DevCluster:
 _RESEND_STATUSES = frozenset({502, 503, 504})
 
 
-class ResendingLoad:
+class ResendingLoad(_ClientThreads):
     """Clients in threads sending new events through `url` until stopped. An event without a final answer
     is sent again with the same log_id until it gets one: a resend of an event that was in fact kept is
     answered 2xx again and indexed once (`_id = log_id`)."""
@@ -611,22 +628,8 @@ class ResendingLoad:
     def __init__(self, url: str, headers: dict[str, str], clients: int = 3) -> None:
         self.url = url
         self.headers = headers
-        self.accepted: list[str] = []
-        self.sent = 0
         self.resent = 0
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> "ResendingLoad":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join(60)
+        super().__init__(clients)
 
     def _client(self) -> None:
         with httpx.Client(base_url=self.url, timeout=10, headers=self.headers) as http:

@@ -5,7 +5,6 @@ import calendar
 import time
 import uuid
 
-import httpx
 import pytest
 
 from support import CollectorProcess, event, metric, unique_environment, wait_until
@@ -35,17 +34,7 @@ def kst_index(environment: str, epoch_seconds: float) -> str:
 
 def document(opensearch, collector, log_id: str) -> dict:
     """The one document of `log_id`, once it is searchable."""
-    def found():
-        try:
-            return opensearch.search(collector.environment, {"term": {"log_id": log_id}})
-        except httpx.HTTPStatusError as exc:
-            # A 503 comes while an index just created has no active shard yet: ask again.
-            if exc.response.status_code == 503:
-                return None
-            raise
-    hits = wait_until(found, timeout=30, message=f"{log_id} indexed")
-    assert len(hits) == 1
-    return hits[0]["_source"]
+    return opensearch.indexed_document(collector.environment, log_id)
 
 
 @pytest.fixture(scope="module")

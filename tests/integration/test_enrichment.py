@@ -3,8 +3,6 @@
 The peer is varied by connecting from different loopback addresses (127.0.0.2 is trusted, 127.0.0.1 is
 not); places come from a small MaxMind-format database the test writes with mmdb-writer."""
 
-import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -12,7 +10,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from support import CollectorProcess, event, wait_until
+from support import CollectorProcess, event
 
 PROXY, STRANGER = "127.0.0.2", "127.0.0.1"
 IPHONE_SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -54,16 +52,7 @@ def post_from(collector: CollectorProcess, source: str, events: list[dict], head
 
 
 def indexed(opensearch, collector: CollectorProcess, log_id: str) -> dict:
-    def found():
-        try:
-            return opensearch.search(collector.environment, {"term": {"log_id": log_id}})
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code == 503:  # a new index's shards are not active yet
-                return None
-            raise
-    hits = wait_until(found, timeout=30, message=f"{log_id} indexed")
-    assert len(hits) == 1
-    return hits[0]["_source"]
+    return opensearch.indexed_document(collector.environment, log_id)
 
 
 @pytest.fixture(scope="module")
