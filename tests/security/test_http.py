@@ -228,6 +228,20 @@ def test_connection_close_is_answered_then_closed(served):
     wait_fast_answers(served, before + 1)
 
 
+def test_requests_after_a_connection_close_one_in_the_same_write_are_not_answered(served):
+    before = fast_answers(served)
+    connection = Connection(served)
+    connection.send(post(served, event_body(), "Connection: close") + post(served, event_body()) +
+                    b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = connection.response()
+    assert status(response) == 200 and b"\r\nconnection: close\r\n" in response, response
+    assert connection.closed()
+    connection.close()
+    # Nothing after the last request is taken: the second event was neither kept nor answered.
+    wait_fast_answers(served, before + 1)
+    assert '"level":"ERROR"' not in served.log()
+
+
 def test_a_body_split_across_many_writes_is_answered(served, opensearch):
     before = fast_answers(served)
     log_id = f"split-{time.time_ns()}"

@@ -180,8 +180,9 @@ class CollectorHttpProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._shutting_down = True
-        if self._fast_waiting or self._fast_body is not None:
-            # Its answer is still to come: the connection ends after it.
+        if self._fast_waiting:
+            # Its answer (a durable commit) is still to come: the connection ends after it. A body still
+            # arriving is not waited for: the connection is closed as an idle one, nothing was acknowledged.
             self._fast_keep_alive = False
         elif self._lingering:
             self.raw_transport.close()
@@ -221,6 +222,8 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refusal is not None:
                 self._refuse(*self._refusal)
+            elif not self._reading_requests:
+                pass  # parsing stopped by on_headers_complete: the connection is closing
             else:
                 log.warning("invalid HTTP request received")
                 self.send_400_response("Invalid HTTP request received.")
@@ -250,6 +253,10 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             self._stop(431, "header line longer than MAX_HEADER_LINE_BYTES")
         self.head_room = None
         self.close_at = None
+        if not self._reading_requests:
+            # A fast-path answer closed the connection within this read: what the client sent after the
+            # request it asked to be the last is not read (an exception is the parser's only way to stop).
+            raise RequestRefused("connection closing")
         if self.fast is not None and self._takes_fast_path():
             self._fast_body = []
             self._fast_keep_alive = self.parser.should_keep_alive()
