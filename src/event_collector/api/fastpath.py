@@ -20,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
 from ..lifecycle import CREATED, PENDING
 from .app import Answer, CollectorApp, answer, copied_headers, count_kept, refusal_answer, store_failed_answer
+from .app import _refused as refused  # noqa: F401 - the app's count of a refused request, for the protocol
 from .batch import DecodedBatch
 from .validation import decode_event
 

@@ -138,6 +138,14 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             else:
                 self._close_now()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._fast_body is not None:
+            # The client left before the end of its body: the request never happened, nothing is kept.
+            self._fast_body = None
+            self.close_at = None
+            fastpath.refused("aborted")
+        super().connection_lost(exc)
+
     def close_lingering(self, seconds: float = LINGER_SECONDS) -> None:
         """Shut the write side once the answer is out, then drop what the client still sends until it
         closes, `seconds` pass or LINGER_BYTES arrive; a plain close would reset the connection while the
@@ -162,8 +170,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             # The app's 408 for a late body; the rest of the body is not awaited: the connection ends.
             self._fast_body = None
             self._fast_keep_alive = False
-            metrics.requests_refused.labels("timeout").inc()
-            metrics.received_rejected.inc()
+            fastpath.refused("timeout")
             self._fast_answered(fastpath.answer(408, {"error": "request body not received in time"}))
             return
         if not self._lingering:
