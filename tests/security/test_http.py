@@ -15,6 +15,7 @@ from support import CollectorProcess, event, free_port, metric, wait_until
 
 BODY_TIMEOUT_SECONDS = 2
 MAX_BODY_BYTES = 4096
+HEADER_TIMEOUT_SECONDS = 2
 FAST_ANSWERS = "event_collector_fast_path_answers_total"
 
 
@@ -22,7 +23,7 @@ FAST_ANSWERS = "event_collector_fast_path_answers_total"
 def served(tmp_path_factory, opensearch):
     collector = CollectorProcess(tmp_path_factory.mktemp("http"), ACK_MODE="memory",
                                  BODY_READ_TIMEOUT_SECONDS=BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES=MAX_BODY_BYTES,
-                                 HEADER_READ_TIMEOUT_SECONDS=5).start()
+                                 HEADER_READ_TIMEOUT_SECONDS=HEADER_TIMEOUT_SECONDS).start()
     yield collector
     collector.stop()
 
@@ -240,6 +241,17 @@ def test_requests_after_a_connection_close_one_in_the_same_write_are_not_answere
     # Nothing after the last request is taken: the second event was neither kept nor answered.
     wait_fast_answers(served, before + 1)
     assert '"level":"ERROR"' not in served.log()
+
+
+def test_an_idle_connection_after_a_fast_answer_is_closed_after_the_header_timeout(served):
+    connection = Connection(served, timeout=HEADER_TIMEOUT_SECONDS + 10)
+    connection.send(post(served, event_body()))
+    assert status(connection.response()) == 200
+    answered = time.monotonic()
+    assert connection.closed()
+    elapsed = time.monotonic() - answered
+    assert HEADER_TIMEOUT_SECONDS <= elapsed < HEADER_TIMEOUT_SECONDS + 2, elapsed
+    connection.close()
 
 
 def test_a_body_split_across_many_writes_is_answered(served, opensearch):
