@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_FAST_BODY_BYTES = 64 * 1024
 
 # uvicorn's answer to an app that failed: the same bytes here.
-_INTERNAL_ERROR: Answer = (500, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"),
+INTERNAL_ERROR: Answer = (500, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"),
                                  (b"connection", b"close")], b"Internal Server Error")
 _STATUS_ANSWERS = {status: answer(200, {"status": status}) for status in (CREATED, PENDING)}
 
@@ -93,7 +93,7 @@ class FastIngest:
                 done(store_failed_answer(envelopes, exc))
             else:
                 log.error("the fast path failed on an event", exc_info=exc)
-                done(_INTERNAL_ERROR)
+                done(INTERNAL_ERROR)
 
         step(self.collector.accept(envelopes), kept)
 

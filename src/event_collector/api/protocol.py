@@ -312,7 +312,14 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         self._fast_body = None
         self.close_at = None
         self._fast_waiting = True
-        self.fast.handle(self.headers, self.client, body, self._fast_answered)
+        try:
+            self.fast.handle(self.headers, self.client, body, self._fast_answered)
+        except Exception:
+            # A bug, not the client's fault: the 500 uvicorn gives an app that fails, not its 400 for a parser
+            # callback that raised.
+            log.exception("the fast path failed on a request")
+            if self._fast_waiting:
+                self._fast_answered(fastpath.INTERNAL_ERROR)
         if self._fast_waiting:
             # Waiting for a commit: later requests on this connection wait too, so answers stay in order.
             self.flow.pause_reading()
