@@ -127,6 +127,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_allowed_origins: _Origins = ""
     # uvicorn's access log, with query strings (a beacon's token) redacted (logs.QueryRedactingFilter).
     access_log: bool = False
+    # Single events answered inside the HTTP protocol, below ASGI (docs/http.md); false sends every request
+    # through the ASGI app.
+    fast_path: bool = True
     # Enrichment (docs/enrichment.md): the client's address, place and user agent.
     trusted_proxies: str = ""
     trusted_proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"

@@ -156,19 +156,14 @@ class CollectorApp:
                 user_id, copied, decoded = await self._read_beacon(scope, headers, receive)
             else:
                 user_id = self.verifier.user_id(headers.get(b"authorization"))
-                copied = _copied_headers(headers)
+                copied = copied_headers(headers)
                 body = self._decoded_body(await self._read_body(headers, receive), headers)
                 if route is _BATCH:
                     decoded = self._decode_batch(body, headers)
                 else:
                     decoded = DecodedBatch(events=[decode_event(body)], positions=[0])
-        except AuthError as exc:
-            _refused("unauthorized")
-            await _respond(send, 401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
-            return
-        except InvalidEvent as exc:
-            _refused(_REFUSAL_REASONS.get(exc.status, "invalid"))
-            await _respond(send, exc.status, _error(exc.message, exc.field))
+        except (AuthError, InvalidEvent) as exc:
+            await send_answer(send, refusal_answer(exc))
             return
         except TimeoutError:
             _refused("timeout")
@@ -179,41 +174,18 @@ class CollectorApp:
             _refused("aborted")
             return
 
-        events = decoded.events
-        retry_after = None
-        if self.rate_limiter is not None and events:
-            granted = self.rate_limiter.take(user_id, len(events))
-            if granted < len(events):
-                metrics.received_rate_limited.inc(len(events) - granted)
-                retry_after = str(self.rate_limiter.retry_after_seconds(user_id)).encode()
-                if granted == 0:
-                    metrics.requests_refused.labels("rate_limited").inc()
-                    await _respond(send, 429, {"error": "rate limit exceeded: RATE_LIMIT_PER_USER events a second"},
-                                   [(b"retry-after", retry_after)])
-                    return
-                limited = decoded.positions[granted:]
-                decoded.rejected.extend(decoded.rejection(position, "rate limit exceeded", None, 429)
-                                        for position in limited)
-                decoded.rejected.sort(key=lambda rejection: rejection.index)
-                events = events[:granted]
-
-        received_at = self.clock()
-        environment = self.settings.server_environment
-        client = self.enricher.client(scope, copied["user-agent"])
-        envelopes = [build_envelope(environment, event, user_id, copied, received_at, client,
-                                    self.max_event_age_seconds) for event in events]
+        events, retry_after, refusal = self.limit_rate(user_id, decoded)
+        if refusal is not None:
+            await send_answer(send, refusal)
+            return
+        envelopes = self.envelopes(scope, user_id, copied, events)
         try:
             status = await self.collector.accept(envelopes) if envelopes else CREATED
         except StoreError as exc:
-            metrics.received_unavailable.inc(max(1, len(envelopes)))
-            log.error("could not keep %d events: %s", len(envelopes), exc)
-            await _unavailable(send, "the collector cannot store the events now")
+            await send_answer(send, store_failed_answer(envelopes, exc))
             return
-        (metrics.received_created if status == CREATED else metrics.received_pending).inc(len(envelopes))
         rejected = decoded.rejected
-        invalid = sum(1 for rejection in rejected if rejection.status != 429)
-        if invalid:
-            metrics.received_rejected.inc(invalid)
+        count_kept(status, envelopes, rejected)
         if route is _EVENT:
             start, body = _STATUS_ANSWERS[status]
             await send(start)
@@ -229,6 +201,39 @@ class CollectorApp:
             "rejected": [_rejection(rejection) for rejection in rejected],
         }, extra)
 
+    # The steps of an ingest request that the protocol's fast path (api/fastpath.py) shares with _ingest.
+
+    def limit_rate(self, user_id: str, decoded: DecodedBatch) -> tuple[list, bytes | None, Answer | None]:
+        """The events the user's rate allows, the Retry-After of the others (None: all allowed), and the 429
+        answer when none is allowed."""
+        events = decoded.events
+        retry_after = None
+        if self.rate_limiter is not None and events:
+            granted = self.rate_limiter.take(user_id, len(events))
+            if granted < len(events):
+                metrics.received_rate_limited.inc(len(events) - granted)
+                retry_after = str(self.rate_limiter.retry_after_seconds(user_id)).encode()
+                if granted == 0:
+                    metrics.requests_refused.labels("rate_limited").inc()
+                    return [], retry_after, answer(
+                        429, {"error": "rate limit exceeded: RATE_LIMIT_PER_USER events a second"},
+                        [(b"retry-after", retry_after)])
+                limited = decoded.positions[granted:]
+                decoded.rejected.extend(decoded.rejection(position, "rate limit exceeded", None, 429)
+                                        for position in limited)
+                decoded.rejected.sort(key=lambda rejection: rejection.index)
+                events = events[:granted]
+        return events, retry_after, None
+
+    def envelopes(self, scope: dict[str, Any], user_id: str, copied: dict[str, str | None],
+                  events: list) -> list:
+        """The documents of the events; `scope` needs "client" (the peer) and "headers" (for enrichment)."""
+        received_at = self.clock()
+        environment = self.settings.server_environment
+        client = self.enricher.client(scope, copied["user-agent"])
+        return [build_envelope(environment, event, user_id, copied, received_at, client,
+                               self.max_event_age_seconds) for event in events]
+
     async def _read_beacon(self, scope: dict[str, Any], headers: dict[bytes, bytes],
                            receive: Receive) -> tuple[str, dict[str, str | None], DecodedBatch]:
         """A beacon's token may be in its body: the body is read and decoded first, then the request goes
@@ -238,7 +243,7 @@ class CollectorApp:
         event = decode_event(body)
         headers = beacon.as_event_request(scope.get("query_string", b""), headers, body)
         user_id = self.verifier.user_id(headers.get(b"authorization"))
-        return user_id, _copied_headers(headers), DecodedBatch(events=[event], positions=[0])
+        return user_id, copied_headers(headers), DecodedBatch(events=[event], positions=[0])
 
     def _decoded_body(self, body: bytes, headers: dict[bytes, bytes]) -> bytes:
         """The body with its Content-Encoding undone: gzip (bounded: a bomb stops at MAX_BODY_BYTES)."""
@@ -294,6 +299,44 @@ class ClientDisconnected(Exception):
 _REFUSAL_REASONS = {413: "too_large", 415: "unsupported_encoding"}
 
 
+# A whole answer: status, headers (Content-Length included), body; what both the ASGI app and the fast path send.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def answer(status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> Answer:
+    body = _encode(payload)
+    return status, [*_JSON, *(extra or []), (b"content-length", str(len(body)).encode())], body
+
+
+async def send_answer(send: Send, whole: Answer) -> None:
+    status, headers, body = whole
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def refusal_answer(exc: AuthError | InvalidEvent) -> Answer:
+    """The answer to a request refused for its token (401) or its content (4xx), counted."""
+    if isinstance(exc, AuthError):
+        _refused("unauthorized")
+        return answer(401, {"error": str(exc)}, [(b"www-authenticate", b"Bearer")])
+    _refused(_REFUSAL_REASONS.get(exc.status, "invalid"))
+    return answer(exc.status, _error(exc.message, exc.field))
+
+
+def store_failed_answer(envelopes: list, exc: StoreError) -> Answer:
+    metrics.received_unavailable.inc(max(1, len(envelopes)))
+    log.error("could not keep %d events: %s", len(envelopes), exc)
+    return answer(503, {"error": "the collector cannot store the events now"},
+                  [(b"retry-after", _RETRY_AFTER_SECONDS)])
+
+
+def count_kept(status: str, envelopes: list, rejected: list[Rejection]) -> None:
+    (metrics.received_created if status == CREATED else metrics.received_pending).inc(len(envelopes))
+    invalid = sum(1 for rejection in rejected if rejection.status != 429)
+    if invalid:
+        metrics.received_rejected.inc(invalid)
+
+
 def _refused(reason: str) -> None:
     metrics.requests_refused.labels(reason).inc()
     metrics.received_rejected.inc()
@@ -316,7 +359,7 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
-def _copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
+def copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}
     for wire_name, name in COPIED_HEADERS:
         value = headers.get(wire_name)

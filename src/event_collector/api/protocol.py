@@ -16,7 +16,9 @@ This subclass adds, before any request reaches the app:
   and what the client still sends is read and dropped for a bounded time and size, so the client reads the
   answer (a 413, a 431) instead of a reset.
 
-The body's own deadline stays with the app (api/deadlines.py).
+A small, complete single-event `POST /events` is answered here, below ASGI (api/fastpath.py, docs/http.md);
+its body is bounded by BODY_READ_TIMEOUT_SECONDS through the same sweep. Every other request's body
+deadline stays with the app (api/deadlines.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .. import metrics
 from ..settings import Settings
+from . import fastpath
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +109,20 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         self._shutting_down = False
         self._refusal: tuple[int, str] | None = None
         self._answered_one = False
+        # The fast path (api/fastpath.py): its handler, or None when off; the body of the request it is
+        # reading (None: not reading one); whether that request keeps the connection; whether its answer is
+        # still awaited (a durable commit), with reading paused and later requests queued behind it.
+        self.fast: fastpath.FastIngest | None = None
+        self._fast_body: list[bytes] | None = None
+        self._fast_keep_alive = True
+        self._fast_waiting = False
 
     # Connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.raw_transport = transport
         super().connection_made(_LingeringTransport(transport, self))
+        self.fast = fastpath.FastIngest.of(self.app)
         self.close_at = self.loop.time() + self.limits.header_read_timeout_seconds
         _Sweeper.watch(self.loop, self.server_state, self.connections, self.limits.header_read_timeout_seconds)
         over_capacity = len(self.connections) - self.limits.max_connections
@@ -126,6 +137,14 @@ class CollectorHttpProtocol(HttpToolsProtocol):
                 self.close_lingering(OVER_CAPACITY_LINGER_SECONDS)
             else:
                 self._close_now()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._fast_body is not None:
+            # The client left before the end of its body: the request never happened, nothing is kept.
+            self._fast_body = None
+            self.close_at = None
+            fastpath.refused("aborted")
+        super().connection_lost(exc)
 
     def close_lingering(self, seconds: float = LINGER_SECONDS) -> None:
         """Shut the write side once the answer is out, then drop what the client still sends until it
@@ -145,7 +164,15 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         self.close_at = self.loop.time() + seconds
 
     def overdue(self) -> None:
-        """The sweep found `close_at` passed: the head came too late, or lingering is over."""
+        """The sweep found `close_at` passed: the head came too late, a fast-path body did, or lingering is
+        over."""
+        if self._fast_body is not None and not self._lingering:
+            # The app's 408 for a late body; the rest of the body is not awaited: the connection ends.
+            self._fast_body = None
+            self._fast_keep_alive = False
+            fastpath.refused("timeout")
+            self._fast_answered(fastpath.answer(408, {"error": "request body not received in time"}))
+            return
         if not self._lingering:
             log.info("closed a connection that sent no complete request head within HEADER_READ_TIMEOUT_SECONDS")
             if self.head_room != self.limits.max_header_bytes or not self._answered_one:
@@ -160,7 +187,11 @@ class CollectorHttpProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._shutting_down = True
-        if self._lingering:
+        if self._fast_waiting:
+            # Its answer (a durable commit) is still to come: the connection ends after it. A body still
+            # arriving is not waited for: the connection is closed as an idle one, nothing was acknowledged.
+            self._fast_keep_alive = False
+        elif self._lingering:
             self.raw_transport.close()
         else:
             super().shutdown()
@@ -198,6 +229,8 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refusal is not None:
                 self._refuse(*self._refusal)
+            elif not self._reading_requests:
+                pass  # parsing stopped by on_headers_complete: the connection is closing
             else:
                 log.warning("invalid HTTP request received")
                 self.send_400_response("Invalid HTTP request received.")
@@ -227,10 +260,98 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             self._stop(431, "header line longer than MAX_HEADER_LINE_BYTES")
         self.head_room = None
         self.close_at = None
+        if not self._reading_requests:
+            # A fast-path answer closed the connection within this read: what the client sent after the
+            # request it asked to be the last is not read (an exception is the parser's only way to stop).
+            raise RequestRefused("connection closing")
+        if self.fast is not None and self._takes_fast_path():
+            self._fast_body = []
+            self._fast_keep_alive = self.parser.should_keep_alive()
+            self.close_at = self.loop.time() + self.fast.body_read_timeout_seconds
+            return
+        if _Sweeper.fast_answers:
+            # Counted before any request the app answers, so that /metrics includes every earlier answer.
+            _Sweeper.count_fast_answers()
         super().on_headers_complete()
+
+    def _takes_fast_path(self) -> bool:
+        """A single-event POST /events the fast path answers the same as the app would (docs/http.md)."""
+        if self.url != b"/events" or self.parser.get_method() != b"POST" or self.parser.get_http_version() != "1.1":
+            return False
+        # Answers go out in order: nothing may be waiting for one.
+        if self._fast_waiting or self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                if length is not None:
+                    return False
+                length = value
+            elif name in _ASGI_HEADERS:
+                return False
+        return (length is not None and length.isdigit() and int(length) <= fastpath.MAX_FAST_BODY_BYTES
+                and not self.parser.should_upgrade() and self.fast.accepting)  # type: ignore[union-attr]
+
+    def on_body(self, body: bytes) -> None:
+        if self._fast_body is not None:
+            self._fast_body.append(body)
+        else:
+            super().on_body(body)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._fast_waiting:
+            # A fast-path answer is still to be written: this one goes after it.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def _fast_request(self) -> None:
+        assert self._fast_body is not None and self.fast is not None
+        body = b"".join(self._fast_body)
+        self._fast_body = None
+        self.close_at = None
+        self._fast_waiting = True
+        try:
+            self.fast.handle(self.headers, self.client, body, self._fast_answered)
+        except Exception:
+            # A bug, not the client's fault: the 500 uvicorn gives an app that fails, not its 400 for a parser
+            # callback that raised.
+            log.exception("the fast path failed on a request")
+            if self._fast_waiting:
+                self._fast_answered(fastpath.INTERNAL_ERROR)
+        if self._fast_waiting:
+            # Waiting for a commit: later requests on this connection wait too, so answers stay in order.
+            self.flow.pause_reading()
+
+    def _fast_answered(self, whole: fastpath.Answer) -> None:
+        """Write a fast-path answer, then go on as after any response (on_response_complete)."""
+        waited = self._fast_waiting
+        self._fast_waiting = False
+        _Sweeper.fast_answers += 1
+        self.server_state.total_requests += 1
+        self._answered_one = True
+        transport = self.raw_transport
+        if self._lingering or transport.is_closing():
+            return
+        keep_alive = self._fast_keep_alive and not fastpath.ends_connection(whole)
+        transport.write(fastpath.encode(whole, self.server_state.default_headers, keep_alive))
+        if not keep_alive:
+            self.close_lingering()
+            return
+        if waited:
+            self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._reading_requests:
+            self.close_at = self.loop.time() + self.limits.header_read_timeout_seconds
 
     def on_message_complete(self) -> None:
         self.head_room = self.limits.max_header_bytes
+        if self._fast_body is not None:
+            self._fast_request()
+            return
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             return
@@ -260,6 +381,9 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         metrics.connections_refused.labels("head_too_large").inc()
         self._reading_requests = False
         self.head_room = None
+        if self._fast_waiting:
+            self._fast_keep_alive = False  # as below, behind a fast-path answer still to come
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             # Earlier pipelined requests are still being answered: the refusal cannot be written in front of
             # their answers, so the connection ends after the last of them instead (its close lingers).
@@ -274,6 +398,11 @@ class CollectorHttpProtocol(HttpToolsProtocol):
                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
         lines = [name + b": " + value + b"\r\n" for name, value in headers]
         self.raw_transport.write(b"".join([STATUS_LINE[status], *lines, b"\r\n", body]))
+
+
+# Requests with these headers go to the ASGI app: a streamed or encoded body, a 100-continue to send first,
+# a CORS answer, an upgrade.
+_ASGI_HEADERS = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"origin", b"upgrade"})
 
 
 class _LingeringTransport:
@@ -303,6 +432,9 @@ class _Sweeper:
     second), while the server has connections: one task per server, not a timer per request."""
 
     _running: "weakref.WeakKeyDictionary[Any, asyncio.Task]" = weakref.WeakKeyDictionary()
+    # Fast-path answers not yet added to their counter (a Prometheus increment per request costs more); added
+    # by each sweep and before each request that goes to the app.
+    fast_answers = 0
 
     @classmethod
     def watch(cls, loop: asyncio.AbstractEventLoop, server_state: Any, connections: set,
@@ -317,9 +449,16 @@ class _Sweeper:
         loop = asyncio.get_running_loop()
         while connections:
             await asyncio.sleep(interval_seconds)
+            _Sweeper.count_fast_answers()
             now = loop.time()
             for connection in list(connections):
                 close_at = getattr(connection, "close_at", None)
                 if close_at is not None and close_at <= now:
                     connection.overdue()
+        _Sweeper.count_fast_answers()
 
+    @classmethod
+    def count_fast_answers(cls) -> None:
+        if cls.fast_answers:
+            metrics.fast_path_answers.inc(cls.fast_answers)
+            cls.fast_answers = 0

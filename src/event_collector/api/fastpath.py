@@ -1,0 +1,138 @@
+"""The single-event `POST /events` answered inside the HTTP protocol: no task, no ASGI messages.
+
+api/protocol.py decides which requests take it (docs/http.md) and hands over a complete body; this module
+runs the same steps as CollectorApp._ingest (the shared ones are CollectorApp's and app.py's functions) and
+calls back with the whole answer. `Collector.accept` is a coroutine: it is stepped here by hand rather than
+wrapped in a task. In memory mode with room in the buffer it finishes at the first step, so the answer is
+written from within the data callback; in durable mode it waits for the group commit's future, and the next
+step runs from that future's done callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any, Callable, Coroutine
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
+from ..lifecycle import CREATED, PENDING
+from .app import Answer, CollectorApp, answer, copied_headers, count_kept, refusal_answer, store_failed_answer
+from .app import _refused as refused  # noqa: F401 - the app's count of a refused request, for the protocol
+from .batch import DecodedBatch
+from .validation import decode_event
+
+log = logging.getLogger(__name__)
+
+# Bodies declared larger than this are read by the ASGI app, which streams them.
+MAX_FAST_BODY_BYTES = 64 * 1024
+
+# uvicorn's answer to an app that failed: the same bytes here.
+INTERNAL_ERROR: Answer = (500, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"),
+                                 (b"connection", b"close")], b"Internal Server Error")
+_STATUS_ANSWERS = {status: answer(200, {"status": status}) for status in (CREATED, PENDING)}
+
+Done = Callable[[Answer], None]
+
+
+class FastIngest:
+    """One per CollectorApp (`FastIngest.of(app)`): None when FAST_PATH is off or the access log is on (uvicorn
+    writes that log line from its ASGI cycle)."""
+
+    _of: "weakref.WeakKeyDictionary[CollectorApp, FastIngest]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, app: CollectorApp) -> None:
+        self.app = app
+        self.collector = app.collector
+        self.max_body_bytes = app.settings.max_body_bytes
+        self.body_read_timeout_seconds = app.settings.body_read_timeout_seconds
+
+    @classmethod
+    def of(cls, app: Any) -> "FastIngest | None":
+        # uvicorn may wrap the app in middleware that keeps it as `.app`.
+        while not isinstance(app, CollectorApp) and hasattr(app, "app"):
+            app = app.app
+        if not isinstance(app, CollectorApp) or not app.settings.fast_path or app.settings.access_log:
+            return None
+        fast = cls._of.get(app)
+        if fast is None:
+            fast = cls._of[app] = cls(app)
+        return fast
+
+    @property
+    def accepting(self) -> bool:
+        return self.collector.accepting
+
+    def handle(self, headers: list[tuple[bytes, bytes]], peer: Any, body: bytes, done: Done) -> None:
+        """Answer one event through `done`: called before this returns unless the collector must wait."""
+        app = self.app
+        header_map = dict(headers)
+        try:
+            user_id = app.verifier.user_id(header_map.get(b"authorization"))
+            copied = copied_headers(header_map)
+            if len(body) > self.max_body_bytes:
+                raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({self.max_body_bytes} bytes)")
+            event = decode_event(body)
+        except (AuthError, InvalidEvent) as exc:
+            done(refusal_answer(exc))
+            return
+        if app.rate_limiter is not None:
+            _, _, refusal = app.limit_rate(user_id, DecodedBatch(events=[event], positions=[0]))
+            if refusal is not None:
+                done(refusal)
+                return
+        envelopes = app.envelopes({"client": peer, "headers": headers}, user_id, copied, [event])
+
+        def kept(status: Any, exc: BaseException | None) -> None:
+            if exc is None:
+                count_kept(status, envelopes, [])
+                done(_STATUS_ANSWERS[status])
+            elif isinstance(exc, StoreError):
+                done(store_failed_answer(envelopes, exc))
+            else:
+                log.error("the fast path failed on an event", exc_info=exc)
+                done(INTERNAL_ERROR)
+
+        step(self.collector.accept(envelopes), kept)
+
+
+def step(coroutine: Coroutine, finished: Callable[[Any, BaseException | None], None]) -> None:
+    """Run `coroutine` to its end without a task: step it now, and again whenever the future it waits on
+    is done; `finished(result, exception)` at the end."""
+    try:
+        awaited = coroutine.send(None)
+    except StopIteration as stop:
+        finished(stop.value, None)
+        return
+    except BaseException as exc:  # noqa: BLE001 - handed to `finished`, which answers for it
+        finished(None, exc)
+        return
+    if awaited is None:
+        # A bare yield (asyncio.sleep(0)): give the loop one turn.
+        asyncio.get_running_loop().call_soon(step, coroutine, finished)
+    else:
+        # What a task does with an awaited future: take the "blocking" mark, resume once it is done.
+        awaited._asyncio_future_blocking = False
+        awaited.add_done_callback(lambda _: step(coroutine, finished))
+
+
+def encode(whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    """The answer's bytes as uvicorn writes them: status line, default headers (date, server), the answer's
+    headers, `connection: close` when the connection ends."""
+    status, headers, body = whole
+    parts = [STATUS_LINE[status]]
+    closing = False
+    for name, value in (*default_headers, *headers):
+        parts += (name, b": ", value, b"\r\n")
+        closing = closing or (name == b"connection" and value == b"close")
+    if not keep_alive and not closing:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", body)
+    return b"".join(parts)
+
+
+def ends_connection(whole: Answer) -> bool:
+    return any(name == b"connection" and value == b"close" for name, value in whole[1])
+
