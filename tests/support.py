@@ -353,7 +353,9 @@ def metric(collector: "CollectorProcess", name: str, **labels: str) -> float:
     With `labels`, the series carrying exactly those labels; without, the unlabelled series."""
     import re
 
-    text = collector.http.get("/metrics").text
+    # A connection of its own: a pooled one left idle may be closed by the collector's header timeout just as
+    # it is reused (a reset, not an answer), which tests with short timeouts run into.
+    text = httpx.get(collector.url + "/metrics", timeout=30).text
     selector = "{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}" if labels else ""
     match = re.search(rf"^{re.escape(name + selector)} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
