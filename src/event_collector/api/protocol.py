@@ -341,11 +341,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             return
         if waited:
             self.flow.resume_reading()
-        if self.pipeline:
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
-        elif self._reading_requests:
-            self.close_at = self.loop.time() + self.limits.header_read_timeout_seconds
+        self._next_request()
 
     def on_message_complete(self) -> None:
         self.head_room = self.limits.max_header_bytes
@@ -364,6 +360,10 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         if self._lingering or self.raw_transport.is_closing():
             return
         self.flow.resume_reading()
+        self._next_request()
+
+    def _next_request(self) -> None:
+        """After an answer: start the pipelined request that waited for it, or time the next head."""
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
