@@ -161,6 +161,7 @@ def _log_config(settings: Settings) -> dict:
     # connection settings (issue 9, section 1) and is looked up so that this holds before and after them.
     secrets = [settings.jwt_secret, getattr(settings, "open_search_password", None) or ""]
     secrets += [urlsplit(url.strip()).password or "" for url in settings.open_search_dns.split(",")]
+    secrets += [settings.kafka_sasl_password, settings.kafka_ssl_key_password]
     return log_config(log_format, settings.log_level, secrets)
 
 

@@ -14,7 +14,7 @@ from msgspec import Meta
 from .enrich.client_ip import parse_trusted_proxies
 from .exceptions import ConfigError
 
-ACK_MODES = ("durable", "memory")
+ACK_MODES = ("durable", "memory", "kafka")
 
 # Constraints, checked when the settings are read: a value that would break the process (a zero timeout
 # that spins the loop, zero attempts that dead-letter everything, nan) stops start-up naming the variable.
@@ -32,6 +32,8 @@ _Origins = Annotated[str, Meta(pattern=rf"^\s*({_ORIGIN}(\s*,\s*{_ORIGIN})*)?\s*
 # It goes into index names, which OpenSearch wants lowercase and at most 255 bytes: lowercase ASCII (a
 # non-ASCII lowercase check and a byte count would allow little more), so 100 characters are 100 bytes.
 _Environment = Annotated[str, Meta(min_length=1, max_length=100, pattern=r'^[a-z0-9.][a-z0-9._-]*$')]
+# Kafka's rule for topic names (or empty for the default).
+_KafkaName = Annotated[str, Meta(max_length=249, pattern=r'^[A-Za-z0-9._-]*$')]
 
 
 def _available_cpus() -> int:
@@ -117,8 +119,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pending_max_bytes: _AtLeastOne = 1 << 30
     dead_letter_max_bytes: _AtLeastOne = 256 << 20
     janitor_interval_seconds: _Seconds = 300.0
-    ack_mode: Literal["durable", "memory"] = "durable"
+    ack_mode: Literal["durable", "memory", "kafka"] = "durable"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Kafka (ACK_MODE=kafka and `event-collector index`, docs/scale.md); librdkafka's settings come from
+    # these in kafka/config.py. Empty topic, dead-letter topic and group take the defaults below.
+    kafka_bootstrap_servers: str = ""
+    kafka_topic: _KafkaName = ""
+    kafka_dead_letter_topic: _KafkaName = ""
+    kafka_group_id: str = ""
+    kafka_security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = "plaintext"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_location: str = ""
+    kafka_ssl_certificate_location: str = ""
+    kafka_ssl_key_location: str = ""
+    kafka_ssl_key_password: str = ""
+    # How long an event may wait for the brokers' acknowledgement before the request is answered 503.
+    kafka_produce_timeout_seconds: _Seconds = 10.0
     # Keys beyond JWT_SECRET (api/keys.py): public keys for RS256/ES256 tokens, and claims to insist on.
     jwt_jwks_file: str = ""
     jwt_issuer: str = ""
@@ -149,6 +167,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.database_url.removeprefix("sqlite://") or "sqlite3.db"
 
     @property
+    def kafka_topic_name(self) -> str:
+        return self.kafka_topic or f"events_{self.server_environment}"
+
+    @property
+    def kafka_dead_letter_topic_name(self) -> str:
+        return self.kafka_dead_letter_topic or f"{self.kafka_topic_name}.dead-letter"
+
+    @property
+    def kafka_group(self) -> str:
+        return self.kafka_group_id or f"event-collector-{self.server_environment}"
+
+    @property
     def opensearch_url(self) -> str:
         return self.open_search_dns.rstrip("/")
 
@@ -173,6 +203,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
 
     raw = {field.name: values[field.name.upper()] for field in msgspec.structs.fields(Settings)
            if field.name.upper() in values}
+    if "kafka_security_protocol" in raw:
+        raw["kafka_security_protocol"] = raw["kafka_security_protocol"].lower()
+    if "kafka_sasl_mechanism" in raw:
+        raw["kafka_sasl_mechanism"] = raw["kafka_sasl_mechanism"].upper()
     if "sqlite_synchronous" in raw:
         raw["sqlite_synchronous"] = raw["sqlite_synchronous"].upper()
     for lowercase in ("trusted_proxy_header", "ip_anonymize"):
@@ -190,6 +224,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
     parse_trusted_proxies(settings.trusted_proxies)
     if settings.retry_backoff_max_seconds < settings.retry_backoff_base_seconds:
         raise ConfigError("RETRY_BACKOFF_MAX_SECONDS must not be below RETRY_BACKOFF_BASE_SECONDS")
+    if settings.ack_mode == "kafka" and not settings.kafka_bootstrap_servers.strip():
+        raise ConfigError("ACK_MODE=kafka needs KAFKA_BOOTSTRAP_SERVERS (host:port of one or more brokers)")
     if settings.shutdown_delay_seconds and settings.shutdown_delay_seconds >= settings.shutdown_grace_seconds:
         raise ConfigError("SHUTDOWN_DELAY_SECONDS must be below SHUTDOWN_GRACE_SECONDS: it is spent from the "
                           "stop's budget, and the drain needs what is left")
