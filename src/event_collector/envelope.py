@@ -34,6 +34,9 @@ class Envelope(msgspec.Struct, gc=False):
     # Set when the event also has a row in the pending store, which must go once it is delivered.
     pending_id: int | None = None
     attempts: int = 0
+    # The token's `sub`: the Kafka record key in ACK_MODE=kafka (one user's events stay in one partition, in
+    # order). The pending store does not keep it; its events never go to Kafka.
+    user_id: str = ""
 
 
 class _EventInfo(msgspec.Struct):
@@ -129,4 +132,5 @@ def build_envelope(
         log_id=event.log_id,
         document=_encode(document),
         received_at=received_at,
+        user_id=user_id,
     )

@@ -52,3 +52,19 @@ def test_settings_that_cannot_work_stop_start_up(tmp_path):
                                    KAFKA_SSL_CA_LOCATION=str(tmp_path / "missing.pem")))
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
         connection_config(settings())
+
+
+def test_a_record_carries_everything_the_bulk_action_needs_and_comes_back_the_same():
+    from event_collector.envelope import Envelope
+    from event_collector.kafka.records import BadRecord, from_record, to_record
+
+    envelope = Envelope(index="events_t_2026-11", log_id="id-1", document=b'{"log_id":"id-1"}',
+                        received_at=1764300000.125, user_id="user-7")
+    key, value, headers = to_record(envelope)
+    assert key == b"user-7" and value == envelope.document
+    assert from_record(key, value, headers) == envelope
+    for broken in ([("index", b"i")], [("log_id", b"x"), ("index", b"")], [("index", b"i"), ("log_id", b"\xff")]):
+        with pytest.raises(BadRecord):
+            from_record(b"k", b"{}", broken)
+    with pytest.raises(BadRecord):
+        from_record(b"k", None, headers)

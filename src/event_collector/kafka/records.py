@@ -1,0 +1,40 @@
+"""One Kafka record per accepted event, and back: the producer (ACK_MODE=kafka) writes what the indexers read.
+
+- key: the user id (UTF-8), so that one user's events go to one partition and keep their order;
+- value: the event's OpenSearch document, the bytes encoded once at acceptance (as the pending store keeps them);
+- headers: `index` (the target index), `log_id` (the document `_id`, which makes redelivery idempotent) and
+  `received_at` (seconds since the epoch, as text).
+
+A record that lacks these cannot be indexed: `from_record` raises BadRecord and the indexer dead-letters it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..envelope import Envelope
+
+Headers = list[tuple[str, bytes]]
+
+
+class BadRecord(ValueError):
+    """A record on the topic that is not an event written by `to_record`."""
+
+
+def to_record(envelope: Envelope) -> tuple[bytes, bytes, Headers]:
+    headers = [("index", envelope.index.encode()), ("log_id", envelope.log_id.encode()),
+               ("received_at", repr(envelope.received_at).encode())]
+    return envelope.user_id.encode(), envelope.document, headers
+
+
+def from_record(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None) -> Envelope:
+    fields = {name: raw for name, raw in headers or () if raw is not None}
+    try:
+        index, log_id = fields["index"].decode(), fields["log_id"].decode()
+        received_at = float(fields.get("received_at", b"0"))
+    except (KeyError, UnicodeDecodeError, ValueError) as exc:
+        raise BadRecord(f"not an event record (headers index, log_id, received_at): {exc!r}") from None
+    if not value or not index or not log_id:
+        raise BadRecord("not an event record: empty document, index or log_id")
+    return Envelope(index=index, log_id=log_id, document=value, received_at=received_at,
+                    user_id=(key or b"").decode(errors="replace"))
