@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="event-collector", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP server and the delivery pipeline")
+    commands.add_parser("index", help="consume KAFKA_TOPIC in the group KAFKA_GROUP_ID and index it into OpenSearch")
     token = commands.add_parser("token", help="print a JWT signed with JWT_SECRET, for trying the API")
     token.add_argument("--sub", required=True, help="the user id the token stands for")
     token.add_argument("--ttl", default="1h", type=_duration, help="lifetime, e.g. 90s, 30m, 1h, 7d (default 1h)")
@@ -38,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     listing = dead_commands.add_parser("list", help="show dead letters, oldest first")
     listing.add_argument("--reason", help="only those whose reason contains this text (any case)")
     listing.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--kafka", action="store_true", help="KAFKA_DEAD_LETTER_TOPIC (the default with ACK_MODE=kafka)")
     requeue = dead_commands.add_parser("requeue", help="move dead letters back to pending, due now")
     requeue.add_argument("--reason", help="only those whose reason contains this text (any case)")
+    requeue.add_argument("--kafka", action="store_true",
+                         help="from KAFKA_DEAD_LETTER_TOPIC to KAFKA_TOPIC (the default with ACK_MODE=kafka)")
     purge = dead_commands.add_parser("purge", help="delete dead letters")
     purge.add_argument("--older-than", type=_days, default=0.0, metavar="DAYS",
                        help="only those that failed more than DAYS days ago (default: all)")
@@ -52,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             from .api.keys import KeyRing
 
             KeyRing.from_settings(settings)  # JWT_SECRET's key set and JWT_JWKS_FILE, checked before serving
-        if args.command == "serve" or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
+        if args.command in ("serve", "index") or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
             from .shipper.connection import connection_from_settings
 
             connection_from_settings(settings)  # nodes, credentials, TLS files, AWS chain: stop now if wrong
+        if args.command == "index":
+            from .kafka.config import connection_config
+
+            connection_config(settings)  # brokers, TLS files, SASL: stop now if wrong
     except ConfigError as exc:
         print(f"event-collector: {exc}", file=sys.stderr)
         return 2
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(settings)
+    if args.command == "index":
+        return _index(settings)
     return _tool(settings, args)
 
 
@@ -82,6 +92,8 @@ def _tool(settings: Settings, args: argparse.Namespace) -> int:
     from . import tools
     from .exceptions import CollectorError
 
+    if args.command == "dead-letter" and (getattr(args, "kafka", False) or settings.ack_mode == "kafka"):
+        return _kafka_dead_letter(settings, args)
     commands = {
         ("pending", "stats"): lambda: tools.pending_stats(settings),
         ("pending", "replay"): lambda: tools.pending_replay(settings),
@@ -95,6 +107,38 @@ def _tool(settings: Settings, args: argparse.Namespace) -> int:
         print(f"event-collector: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _kafka_dead_letter(settings: Settings, args: argparse.Namespace) -> int:
+    """The dead-letter commands on KAFKA_DEAD_LETTER_TOPIC (docs/kafka-dead-letter.md)."""
+    from .exceptions import CollectorError
+    from .kafka import dead_letter
+
+    if args.action == "purge":
+        print("event-collector: the Kafka dead-letter topic is not purged by command: its retention "
+              "(retention.ms of KAFKA_DEAD_LETTER_TOPIC) ages letters out", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "list":
+            print(asyncio.run(dead_letter.dead_letter_list(settings, args.reason, args.limit)))
+        else:
+            print(asyncio.run(dead_letter.dead_letter_requeue(settings, args.reason)))
+    except (CollectorError, ConfigError) as exc:
+        print(f"event-collector: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _index(settings: Settings) -> int:
+    """`event-collector index`: exits 0 after a stop by SIGTERM/SIGINT, 1 when the indexer failed."""
+    from .kafka.indexer import index
+
+    logging.config.dictConfig(_log_config(settings))
+    try:
+        return asyncio.run(index(settings, settings.shutdown_grace_seconds))
+    except ConfigError as exc:
+        print(f"event-collector: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(settings: Settings) -> int:
