@@ -207,14 +207,15 @@ def test_an_outage_pauses_the_indexer_without_committing_or_skipping(kafka, inde
 
 def test_refused_events_are_dead_lettered_and_requeued_after_the_fix(kafka, indexers, opensearch):
     topics = Topics(kafka)
+    env = topics.env(BULK_SIZE=40, ACK_MODE="kafka")
+    indexer = indexers(env)
+    wait_until(lambda: "index template" in indexer.log(), timeout=60, message="the template installed")
     index = index_name(topics.environment, time.time())
     opensearch.http.put(f"/{index}", json={"mappings": {"properties": {
         "event_info": {"properties": {"label": {"type": "long"}}}}}}).raise_for_status()
     sent = envelopes(topics.environment, 150, label=lambda n: "oops" if n % 20 == 3 else str(n))
     poison = {e.log_id for e in sent if msgspec.json.decode(e.document)["event_info"]["label"] == "oops"}
     not_an_event = (b"someone", b"{}", [("origin", b"elsewhere")])
-    env = topics.env(BULK_SIZE=40, ACK_MODE="kafka")
-    indexer = indexers(env)
     topics.produce(sent)
     wait_until(lambda: len(topics.dead_letters()) == len(poison), timeout=90,
                message=f"the refused events dead-lettered\n{indexer.log()}")

@@ -106,6 +106,8 @@ class Indexer:
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         log.info("indexing topic %s in group %s into OpenSearch", self._topic, self._settings.kafka_group)
+        # The template before the first event, as serve does: an index created meanwhile gets its mappings.
+        template = asyncio.create_task(self._template.install_in_background())
         try:
             while not self.stopping.is_set():
                 messages = self._carried or await self._call(self._consumer.consume,
@@ -118,6 +120,7 @@ class Indexer:
                         log.warning("stopping: the batch in progress is abandoned, uncommitted (its records are "
                                     "read again by the partitions' next owner)")
         finally:
+            template.cancel()
             # Leaving the group hands its partitions over at once; nothing uncommitted is committed.
             await asyncio.to_thread(self._consumer.close)
             self._producer.flush(5)
