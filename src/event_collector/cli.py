@@ -110,7 +110,7 @@ def _tool(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _kafka_dead_letter(settings: Settings, args: argparse.Namespace) -> int:
-    """The dead-letter commands on KAFKA_DEAD_LETTER_TOPIC (docs/kafka-dead-letter.md)."""
+    """The dead-letter commands on KAFKA_DEAD_LETTER_TOPIC (docs/scale-indexer.md)."""
     from .exceptions import CollectorError
     from .kafka import dead_letter
 

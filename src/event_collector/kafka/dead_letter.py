@@ -1,5 +1,5 @@
 """The Kafka dead-letter topic (KAFKA_DEAD_LETTER_TOPIC): what the indexers write there, and the
-`event-collector dead-letter list|requeue` commands that read it (docs/kafka-dead-letter.md).
+`event-collector dead-letter list|requeue` commands that read it (docs/scale-indexer.md).
 
 A letter is the refused record as it was (key, value, headers) plus headers saying why:
 `dead_letter_reason`, `dead_letter_status` (OpenSearch's item status, empty for a record that is not an
