@@ -56,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
             from .api.keys import KeyRing
 
             KeyRing.from_settings(settings)  # JWT_SECRET's key set and JWT_JWKS_FILE, checked before serving
-        if args.command in ("serve", "index") or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
+        if args.command == "serve" or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
             from .shipper.connection import connection_from_settings
 
             connection_from_settings(settings)  # nodes, credentials, TLS files, AWS chain: stop now if wrong
         if args.command == "index":
             from .kafka.config import connection_config
+            from .shipper.connection import connection_from_settings
 
             connection_config(settings)  # brokers, TLS files, SASL: stop now if wrong
+            connection_from_settings(settings)
     except ConfigError as exc:
         print(f"event-collector: {exc}", file=sys.stderr)
         return 2
