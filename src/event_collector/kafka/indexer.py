@@ -1,13 +1,13 @@
 """`event-collector index`: a member of the consumer group KAFKA_GROUP_ID that bulk-indexes the topic's events.
 
-One batch at a time: consume up to BULK_SIZE records, pause the assigned partitions, deliver every event
-(the serve path's bulk body, `_id`, classification and breaker: shipper/bulk.py, shipper/client.py,
-retry.py), dead-letter the refused ones to KAFKA_DEAD_LETTER_TOPIC, then commit the batch's offsets
-synchronously and resume. An offset is therefore committed only once every record before it is in
+One batch at a time: consume up to BULK_SIZE records, deliver every event (the serve path's bulk body,
+`_id`, classification and breaker: shipper/bulk.py, shipper/client.py, retry.py), dead-letter the refused
+ones to KAFKA_DEAD_LETTER_TOPIC, then commit the batch's offsets synchronously, and only then consume the
+next batch. An offset is therefore committed only once every record before it is in
 OpenSearch or in the dead-letter topic; a crash at any point re-reads from the last commit, and the
 re-sent `create`s answer 409, counted as delivered (exactly once in OpenSearch).
 
-While OpenSearch does not take requests the breaker holds the batch and the partitions stay paused; the
+While OpenSearch does not take requests the breaker holds the batch and the partitions are paused; the
 consumer is polled meanwhile so that the group keeps it as a member (max.poll.interval.ms). Partitions
 revoked during a batch (a rebalance) are dropped from it and never committed by this member: their new
 owner reads them again from the last commit. Which member owns which partition is Kafka's group protocol.
@@ -131,7 +131,7 @@ class Indexer:
         batch = self._read(messages)
         if not batch.messages:
             return
-        await self._pause()
+        started = time.perf_counter()
         keep_alive = asyncio.create_task(self._keep_alive())
         try:
             await self._deliver(batch)
@@ -140,7 +140,9 @@ class Indexer:
         finally:
             keep_alive.cancel()
             await asyncio.gather(keep_alive, return_exceptions=True)
-            await self._resume()
+            if self._paused:
+                await self._resume()
+        log.debug("a batch of %d records settled in %.3f s", len(batch.messages), time.perf_counter() - started)
 
     def _read(self, messages: list[Message]) -> _Batch:
         kept = []
@@ -292,10 +294,14 @@ class Indexer:
                          not in self._revoked]
 
     async def _keep_alive(self) -> None:
-        """Poll the paused consumer while the batch waits: the group drops a member that does not poll
-        within max.poll.interval.ms; rebalance callbacks run here too."""
+        """A batch that waits (breaker open, retry backoff) pauses the partitions, so nothing more is fetched,
+        and polls the consumer: the group drops a member that does not poll within max.poll.interval.ms;
+        rebalance callbacks run here too. A batch settled within a second pauses nothing, so that librdkafka's
+        prefetch of the next one is kept (a pause discards it)."""
         while True:
             await asyncio.sleep(_KEEP_ALIVE_SECONDS)
+            if not self._paused:
+                await self._pause()
             message = await self._call(self._consumer.poll, 0)
             if message is not None and message.error() is None:
                 # Only a partition assigned during the batch can give one: keep it for the next batch.
