@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     listing = dead_commands.add_parser("list", help="show dead letters, oldest first")
     listing.add_argument("--reason", help="only those whose reason contains this text (any case)")
     listing.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
-    listing.add_argument("--kafka", action="store_true", help="KAFKA_DEAD_LETTER_TOPIC (the default with ACK_MODE=kafka)")
+    listing.add_argument("--kafka", action="store_true",
+                         help="KAFKA_DEAD_LETTER_TOPIC (the default with ACK_MODE=kafka)")
     requeue = dead_commands.add_parser("requeue", help="move dead letters back to pending, due now")
     requeue.add_argument("--reason", help="only those whose reason contains this text (any case)")
     requeue.add_argument("--kafka", action="store_true",
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     purge = dead_commands.add_parser("purge", help="delete dead letters")
     purge.add_argument("--older-than", type=_days, default=0.0, metavar="DAYS",
                        help="only those that failed more than DAYS days ago (default: all)")
+    purge.add_argument("--kafka", action="store_true",
+                       help="not for KAFKA_DEAD_LETTER_TOPIC: its retention ages letters out")
     args = parser.parse_args(argv)
 
     try:

@@ -225,7 +225,8 @@ def test_refused_events_are_dead_lettered_and_requeued_after_the_fix(kafka, inde
                message=f"the refused events dead-lettered\n{indexer.log()}")
     # Last, so that it is the last letter of its partition (the requeue mark below stops before it).
     topics.produce([], extra=[not_an_event])
-    wait_until(lambda: len(topics.dead_letters()) == len(poison) + 1, timeout=60, message="the odd record dead-lettered")
+    wait_until(lambda: len(topics.dead_letters()) == len(poison) + 1, timeout=60,
+               message="the odd record dead-lettered")
     wait_until(lambda: topics.committed() == len(sent) + 1, timeout=30, message="every offset committed")
     assert opensearch.count(topics.environment) == len(sent) - len(poison)
     letters = {dict(m.headers()).get("log_id", b"").decode(): dict(m.headers()) for m in topics.dead_letters()}
