@@ -26,7 +26,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from .. import metrics
 from ..envelope import Envelope
 from ..exceptions import OpenSearchUnavailable
-from ..pending import Failure
 from ..retry import Breaker, backoff_seconds, pause_reason
 from ..settings import Settings
 from ..shipper.bulk import bulk_body, classify
