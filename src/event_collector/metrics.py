@@ -39,7 +39,7 @@ connections_refused = Counter(
     "head_too_large (414/431), head_timeout (no complete head within HEADER_READ_TIMEOUT_SECONDS)",
     ["reason"], registry=REGISTRY,
 )
-# Added to in bulk by the connection sweep (api/protocol.py), not once per request.
+# Added to in bulk once per turn of the event loop (api/fastpath.py, Tally), not once per request.
 fast_path_answers = Counter(
     "event_collector_fast_path_answers_total",
     "Requests answered by the single-event fast path below ASGI (docs/http.md), whatever the status",
