@@ -48,16 +48,30 @@ class Tally:
         self.answers = 0
         self.created = 0
         self.pending = 0
-        self._scheduled = False
+        # The loop a flush is scheduled on (None: none is): a loop closed before running it (tests run
+        # several) must not keep the next one from scheduling its own.
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
 
     def answered(self) -> None:
         self.answers += 1
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        self._schedule()
+
+    def kept(self, status: str) -> None:
+        """One event kept, counted as the app's count_kept counts it."""
+        if status == CREATED:
+            self.created += 1
+        else:
+            self.pending += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._scheduled_on = None
         if self.answers:
             metrics.fast_path_answers.inc(self.answers)
             self.answers = 0
@@ -122,11 +136,7 @@ class FastIngest:
 
         def kept(status: Any, exc: BaseException | None) -> None:
             if exc is None:
-                # Counted as the app's count_kept counts: one event, kept (done() counts the answer).
-                if status == CREATED:
-                    TALLY.created += 1
-                else:
-                    TALLY.pending += 1
+                TALLY.kept(status)
                 done(_STATUS_ANSWERS[status])
             elif isinstance(exc, StoreError):
                 done(store_failed_answer(envelopes, exc))
