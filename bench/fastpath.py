@@ -6,7 +6,7 @@ the other core). The variants are FAST_PATH on and off; with BENCH_BASELINE_SRC=
 `git archive` of an older commit) they are this code and that one, both with the fast path on, so a change
 is measured against what it changes on the same loaded machine. With SEED_BIN, each round also measures
 `single[seed]`, the original Rust collector. Prints each figure, and per round and as medians, single /
-limit_http, single / seed and CPU seconds per 10,000 events.
+limit_http, single / seed and CPU seconds per 10,000 requests (steadier than rates on a busy machine).
 """
 
 from __future__ import annotations
@@ -39,6 +39,26 @@ class FastPathBench(run.Bench):
             extra["PYTHONPATH"] = self.src
         return super().collector(mode, workers, pinned, FAST_PATH=self.fast_path, **extra)
 
+    # limit_http and single[seed] with the server's CPU seconds per 10,000 requests, as single[...] has them:
+    # on a loaded machine the rate of each figure follows its share of the core, its CPU per request does not.
+
+    def limit_http(self) -> None:
+        self._pinned_with_cpu("limit_http", self.limit_server())
+
+    def single_seed(self) -> None:
+        self._pinned_with_cpu("single[seed]", self.seed(pinned=True))
+
+    def _pinned_with_cpu(self, figure: str, server: run.Server) -> None:
+        try:
+            cpu = server.cpu_seconds()
+            with run.opensearch_on_load_cpu():
+                result = self.wrk(server.url, pinned=True)
+            cpu = server.cpu_seconds() - cpu
+            self.record(figure, **result,
+                        cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * run.SECONDS) * 10_000)
+        finally:
+            server.stop()
+
 
 def variants() -> list[tuple[str, str, str]]:
     """(name, FAST_PATH, src directory or "" for this one)."""
@@ -57,10 +77,12 @@ def main() -> int:
             print(f"round {repeat + 1} of {run.REPEATS} ({run.SECONDS} s each)", flush=True)
             bench.limit_http()
             limit = bench.samples["limit_http"][-1]["accepted_per_second"]
+            cpu.setdefault("limit_http", []).append(bench.samples["limit_http"][-1]["cpu_seconds_per_10k"])
             seed = None
             if run.SEED_BIN:
                 bench.single_seed()
                 seed = bench.samples["single[seed]"][-1]["accepted_per_second"]
+                cpu.setdefault("single[seed]", []).append(bench.samples["single[seed]"][-1]["cpu_seconds_per_10k"])
                 ratios.setdefault("single[seed] / limit_http", []).append(seed / limit)
             for mode in run.MODES:
                 for variant, switch, src in variants():
@@ -79,9 +101,13 @@ def main() -> int:
     print("\nratios, median (min .. max) of the rounds:")
     for name, values in ratios.items():
         print(f"  {name}: {statistics.median(values):.2f} ({min(values):.2f} .. {max(values):.2f})")
-    print("CPU s per 10,000 events, per round:")
+    print("CPU s per 10,000 requests, per round, and limit_http's over it (the ratio the rates would have on a "
+          "core of their own):")
     for name, values in cpu.items():
-        print(f"  {name}: " + ", ".join(f"{value:.2f}" for value in values))
+        shown = ", ".join(f"{value:.2f}" for value in values)
+        if name != "limit_http":
+            shown += " (" + ", ".join(f"{limit / value:.2f}" for limit, value in zip(cpu["limit_http"], values)) + ")"
+        print(f"  {name}: {shown}")
     limits = [sample["accepted_per_second"] for sample in bench.samples["limit_http"]]
     print(f"  limit_http req/s: median {statistics.median(limits):,.0f} ({min(limits):,.0f} .. {max(limits):,.0f})")
     return 0
