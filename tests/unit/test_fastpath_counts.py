@@ -16,17 +16,18 @@ def test_counts_reach_the_counters_once_within_the_same_turn_of_the_loop():
     tally = fastpath.Tally()
 
     async def main():
+        loop = asyncio.get_running_loop()
         before = counted()
         for status in (CREATED, CREATED, PENDING):
             tally.kept(status)
-            tally.answered()
+            tally.answered(loop)
         assert counted() == before  # not one increment per request
         await asyncio.sleep(0)  # the next turn of the loop
         assert counted() == (before[0] + 3, before[1] + 2, before[2] + 1)
         tally.flush()  # as the protocol does before an ASGI request: nothing is counted twice
         await asyncio.sleep(0)
         assert counted() == (before[0] + 3, before[1] + 2, before[2] + 1)
-        tally.answered()
+        tally.answered(loop)
         tally.flush()
         assert counted()[0] == before[0] + 4
 
@@ -42,7 +43,7 @@ def test_a_loop_closed_before_its_flush_does_not_stop_the_next_from_counting():
     before = counted()[0]
 
     async def count_and_turn():
-        tally.answered()
+        tally.answered(asyncio.get_running_loop())
         await asyncio.sleep(0)
 
     asyncio.run(count_and_turn())

@@ -176,3 +176,19 @@ async def test_the_headers_noted_as_they_arrive_decide_the_fast_path(extra, fast
         assert made.scope is None
     else:
         assert made.scope["method"] == "POST" and made.scope["path"] == "/events" and made.scope["headers"]
+
+
+@pytest.mark.parametrize(("version", "header", "fast"), [
+    (b"1.1", b"", True),
+    (b"1.1", b"Connection: keep-alive\r\n", True),
+    (b"1.0", b"", False),
+    (b"1.0", b"Connection: keep-alive\r\n", False),
+])
+async def test_only_http_1_1_takes_the_fast_path_whatever_its_connection_header(version, header, fast):
+    made, transport = connection()
+    made.fast = recording = RecordingFastPath()
+    made.data_received(b"POST /events HTTP/" + version + b"\r\nHost: x\r\nContent-Length: 2\r\n" + header
+                       + b"\r\n{}")
+    written = await answered(transport)
+    assert written.endswith(b"fast" if fast else b"ok"), written
+    assert recording.bodies == ([b"{}"] if fast else [])

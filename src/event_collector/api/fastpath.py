@@ -41,7 +41,7 @@ Done = Callable[[Answer], None]
 class Tally:
     """The fast path's counts, added to their Prometheus counters once per turn of the event loop rather
     than once per request: an increment costs more than the rest of a small request's bookkeeping (with
-    several workers each one writes a shared file). The first count of a turn schedules the flush, and the
+    several workers each one writes a shared file). The first answer of a turn schedules the flush, and the
     protocol flushes before any request the app answers, so /metrics never misses an earlier answer."""
 
     def __init__(self) -> None:
@@ -52,23 +52,20 @@ class Tally:
         # several) must not keep the next one from scheduling its own.
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
 
-    def answered(self) -> None:
+    def answered(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One answer written, on `loop` (the connection's: asking asyncio for the running loop costs more
+        than the rest of this)."""
         self.answers += 1
-        self._schedule()
+        if self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
 
     def kept(self, status: str) -> None:
-        """One event kept, counted as the app's count_kept counts it."""
+        """One event kept, counted as the app's count_kept counts it; its answer schedules the flush."""
         if status == CREATED:
             self.created += 1
         else:
             self.pending += 1
-        self._schedule()
-
-    def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._scheduled_on is not loop:
-            self._scheduled_on = loop
-            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled_on = None

@@ -120,6 +120,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         # Content-Length (b"" when sent twice), and whether a header sends it to the app.
         self._content_length: bytes | None = None
         self._asgi_header = False
+        self._connection_header = False
 
     # Connection
 
@@ -260,6 +261,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         self.headers = []
         self._content_length = None
         self._asgi_header = False
+        self._connection_header = False
 
     def _new_scope(self) -> dict[str, Any]:
         """uvicorn's scope of the request whose head was parsed (HttpToolsProtocol.on_message_begin's)."""
@@ -272,6 +274,8 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         if name in _NOTED_HEADERS:
             if name == b"content-length":
                 self._content_length = b"" if self._content_length is not None else value
+            elif name == b"connection":
+                self._connection_header = True
             else:
                 self._asgi_header = True
                 if name == b"expect" and value.lower() == b"100-continue":
@@ -316,8 +320,14 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         if self._fast_waiting or self.pipeline or (cycle is not None and not cycle.response_complete):
             return False
         parser = self.parser
-        return (parser.get_method() == b"POST" and parser.get_http_version() == "1.1"
+        return (parser.get_method() == b"POST" and self._is_http_1_1(parser.should_keep_alive())
                 and not parser.should_upgrade() and self.fast.accepting)  # type: ignore[union-attr]
+
+    def _is_http_1_1(self, keep_alive: bool) -> bool:
+        # httptools formats the version as a string for every call. Without a Connection header, only HTTP/1.1
+        # keeps the connection (llhttp: HTTP/1.0 needs `Connection: keep-alive`, and it refuses versions
+        # other than 0.9, 1.0, 1.1 and 2.0), so the usual request is told without asking.
+        return (keep_alive and not self._connection_header) or self.parser.get_http_version() == "1.1"
 
     def on_body(self, body: bytes) -> None:
         if self._fast_body is not None:
@@ -355,7 +365,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         """Write a fast-path answer, then go on as after any response (on_response_complete)."""
         waited = self._fast_waiting
         self._fast_waiting = False
-        fastpath.TALLY.answered()
+        fastpath.TALLY.answered(self.loop)
         self.server_state.total_requests += 1
         self._answered_one = True
         transport = self.raw_transport
@@ -430,7 +440,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
 # Requests with these headers go to the ASGI app: a streamed or encoded body, a 100-continue to send first,
 # a CORS answer, an upgrade.
 _ASGI_HEADERS = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"origin", b"upgrade"})
-_NOTED_HEADERS = _ASGI_HEADERS | {b"content-length"}
+_NOTED_HEADERS = _ASGI_HEADERS | {b"content-length", b"connection"}
 
 
 class _LingeringTransport:
