@@ -172,7 +172,7 @@ class _EncodedStatusAnswers:
         self._default_headers: list[tuple[bytes, bytes]] | None = None
         self._bytes: dict[tuple[int, bool], bytes] = {}
 
-    def get(self, whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes | None:
+    def get(self, whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
         if default_headers is not self._default_headers:
             self._default_headers = default_headers
             self._bytes = {}
