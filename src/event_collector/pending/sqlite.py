@@ -32,9 +32,6 @@ _SECONDS_PER_DAY = 86_400
 _LEAST_PAUSE_SECONDS = 0.1
 # Heartbeat files of owners silent this long are removed (their rows were adopted long ago).
 _FORGET_OWNERS_AFTER_SECONDS = 86_400
-# In-flight rows have no byte-counting trigger (it would write a page per commit): their bytes are summed
-# by a scan at most this often, after a commit, and what this process adds meanwhile is counted on top.
-_RECOUNT_IN_FLIGHT_SECONDS = 1.0
 
 
 class SqliteStore:
@@ -64,12 +61,12 @@ class SqliteStore:
         self._clock = clock
         self._liveness = Liveness(path, self.owner, owner_timeout_seconds, clock)
         self.engine = Engine(path, refresh=self._read_byte_counts, replace=self._move_into_new_file)
-        # The documents' bytes, pending (in flight included) and dead-letter, over all processes, as of this
-        # one's last transaction (in-flight bytes: as of the last recount, plus this process's adds since).
-        self.backlog_bytes = 0
+        # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
+        # (kept by triggers), and the bytes of this process's own rows in flight (kept here: in_flight has
+        # no trigger, which would write a page per commit). See `backlog_bytes`.
+        self._pending_bytes = 0
         self.dead_letter_bytes = 0
         self._in_flight_bytes = 0
-        self._in_flight_counted_at = -math.inf
         self._adopted_at = -math.inf
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -85,19 +82,20 @@ class SqliteStore:
         finally:
             self._liveness.stop()
 
-    def _read_byte_counts(self, connection: sqlite3.Connection) -> None:
-        pending_bytes, self.dead_letter_bytes = rows.byte_counts(connection)
-        now = self._clock()
-        if now - self._in_flight_counted_at >= _RECOUNT_IN_FLIGHT_SECONDS:
-            self._in_flight_bytes = rows.in_flight_bytes(connection)
-            self._in_flight_counted_at = now
-        self.backlog_bytes = pending_bytes + self._in_flight_bytes
+    @property
+    def backlog_bytes(self) -> int:
+        """What PENDING_MAX_BYTES caps: the pending table's documents, every process's, plus the documents
+        this process holds in flight. Another live process's rows in flight are left out (they are events in
+        its memory, bounded by its share of QUEUE_CAPACITY, and counted by it); a dead process's are counted
+        by all once adopted into the pending table."""
+        return self._pending_bytes + self._in_flight_bytes
 
-    def _insert_in_flight_together(self, connection: sqlite3.Connection, row_lists: list[list[tuple]]) -> list[range]:
-        """rows.insert_in_flight_together, counting the bytes added until the next recount (on the store's
-        thread, before the commit's refresh reads them)."""
-        self._in_flight_bytes += sum(len(row[2]) for row_list in row_lists for row in row_list)
-        return rows.insert_in_flight_together(connection, row_lists)
+    def _read_byte_counts(self, connection: sqlite3.Connection) -> None:
+        self._pending_bytes, self.dead_letter_bytes = rows.byte_counts(connection)
+
+    def _settled(self, envelopes: list[Envelope]) -> None:
+        """These envelopes' rows left `in_flight` (or another process adopted them): no longer ours to count."""
+        self._in_flight_bytes -= sum(len(e.document) for e in envelopes if rows.is_in_flight(e.pending_id))
 
     def _move_into_new_file(self, old: sqlite3.Connection) -> sqlite3.Connection:
         """The store's file was deleted or replaced while in use: what this process acknowledged would
@@ -131,7 +129,8 @@ class SqliteStore:
             self.check_room()
         if leased:  # in flight: durable mode's every accepted event, written as cheaply as can be
             new_rows = [rows.in_flight_row(envelope, self.owner) for envelope in envelopes]
-            ids = await self.engine.write(Together(self._insert_in_flight_together, new_rows))
+            ids = await self.engine.write(Together(rows.insert_in_flight_together, new_rows))
+            self._in_flight_bytes += sum(len(envelope.document) for envelope in envelopes)
         else:
             now = self._clock()
             new_rows = [rows.pending_row(envelope, now, None, None) for envelope in envelopes]
@@ -150,6 +149,7 @@ class SqliteStore:
 
         if keys:
             await self.engine.write(delete)
+            self._settled(envelopes)
 
     async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
         if not failures:
@@ -184,6 +184,7 @@ class SqliteStore:
             return rows.insert_pending(connection, new_rows) if new_rows else None
 
         ids = await self.engine.write(keep)
+        self._settled([f.envelope for f in failures])
         for failure, row_id in zip(new, ids or ()):
             failure.envelope.pending_id = row_id
 
@@ -194,6 +195,7 @@ class SqliteStore:
         if failures:
             now = self._clock()
             await self.engine.write(lambda c: rows.dead_letter_failures(c, failures, self.owner, now))
+            self._settled([f.envelope for f in failures])
 
     async def release(self, envelopes: list[Envelope]) -> None:
         keys = [(e.pending_id, e.log_id) for e in envelopes if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
@@ -207,6 +209,7 @@ class SqliteStore:
 
         if keys or moves:
             await self.engine.write(release)
+            self._settled(envelopes)
 
     async def claim_due(self, limit: int) -> list[Envelope]:
         if limit <= 0:
