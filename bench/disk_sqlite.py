@@ -24,8 +24,9 @@ from event_collector.pending import schema  # noqa: E402
 EVENTS = 7_000
 DELETE_EVERY = 35
 OWNER = "0123456789abcdef0123456789abcdef"
-DOCUMENT = b'{"log_id":"%d","user_id":"bench-user","event_info":{"page":"/home","event":"click","param":{"price":1200,' \
-           b'"currency":"KRW"}},"received_at":"2026-11-28T13:30:00.000Z","client_ip":"127.0.0.1","pad":"' + b"x" * 300 + b'"}'
+DOCUMENT = (b'{"log_id":"%d","user_id":"bench-user","event_info":{"page":"/home","event":"click",'
+            b'"param":{"price":1200,"currency":"KRW"}},"received_at":"2026-11-28T13:30:00.000Z",'
+            b'"client_ip":"127.0.0.1","pad":"' + b"x" * 300 + b'"}')
 
 
 def written() -> int:

@@ -47,7 +47,8 @@ async def test_an_accepted_event_is_written_to_in_flight_alone(tmp_path):
         assert query(store.path, "SELECT count(*) FROM pending") == [(0,)]
         assert query(store.path, "SELECT name FROM sqlite_sequence WHERE name = 'in_flight'") == []
         assert query(store.path, "SELECT value FROM counters WHERE name = 'pending_bytes'") == [(0,)]
-        assert query(store.path, "SELECT name FROM sqlite_master WHERE tbl_name = 'in_flight' AND type != 'table'") == []
+        assert query(store.path, "SELECT name FROM sqlite_master WHERE tbl_name = 'in_flight'"
+                                 " AND type != 'table'") == []
         await store.delivered(held)
         assert query(store.path, "SELECT count(*) FROM in_flight") == [(0,)]
     finally:

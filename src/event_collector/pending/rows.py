@@ -134,11 +134,6 @@ def adopt_in_flight(connection: sqlite3.Connection, owner: str) -> int:
     return moved
 
 
-def in_flight_bytes(connection: sqlite3.Connection) -> int:
-    """The in-flight documents' bytes, by a scan (the table has no trigger to keep them)."""
-    return connection.execute("SELECT coalesce(sum(length(document)), 0) FROM in_flight").fetchone()[0]
-
-
 def move_to_dead_letter(connection: sqlite3.Connection, now: float) -> int:
     """Move the pending rows listed in the connection's `doomed` table to dead-letter, each with its reason
     and attempt count, and empty the list; returns how many moved. One statement each way, however many."""
@@ -296,7 +291,7 @@ def list_dead_letters(connection: sqlite3.Connection, reason: str | None, limit:
 
 def byte_counts(connection: sqlite3.Connection) -> tuple[int, int]:
     """The documents' bytes in pending and in dead-letter, as the triggers keep them (no scan); in-flight
-    rows are not counted here (`in_flight_bytes`)."""
+    rows have no trigger and are not counted here (see SqliteStore.backlog_bytes)."""
     counters = dict(connection.execute("SELECT name, value FROM counters"))
     return counters["pending_bytes"], counters["dead_letter_bytes"]
 

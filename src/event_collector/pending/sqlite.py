@@ -171,7 +171,8 @@ class SqliteStore:
                     for f in new]
         stored = [f for f in waiting if f.envelope.pending_id is not None]
         updates = [(f.envelope.attempts, now + self._backoff_seconds(f.envelope.attempts), f.reason,
-                    f.envelope.pending_id, f.envelope.log_id) for f in stored if not rows.is_in_flight(f.envelope.pending_id)]
+                    f.envelope.pending_id, f.envelope.log_id)
+                   for f in stored if not rows.is_in_flight(f.envelope.pending_id)]
         # An in-flight row that must wait moves to the pending table, where retries are kept.
         moves = [(f.envelope.pending_id, f.envelope.log_id, f.envelope.attempts,
                   now + self._backoff_seconds(f.envelope.attempts), f.reason)
@@ -198,7 +199,8 @@ class SqliteStore:
             self._settled([f.envelope for f in failures])
 
     async def release(self, envelopes: list[Envelope]) -> None:
-        keys = [(e.pending_id, e.log_id) for e in envelopes if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
+        keys = [(e.pending_id, e.log_id) for e in envelopes
+                if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
         now = self._clock()
         # In-flight rows move to the pending table, due now, for the replayer.
         moves = [(e.pending_id, e.log_id, e.attempts, now, None) for e in envelopes if rows.is_in_flight(e.pending_id)]
