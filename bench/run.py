@@ -296,10 +296,12 @@ class Bench:
             broker = subprocess.run([kafka_dev, "pid", bootstrap.rsplit(":", 1)[1]], env=kafka_env, check=True,
                                     capture_output=True, text=True).stdout.strip()
             subprocess.run(["taskset", "-a", "-cp", LOAD_CPU, broker], capture_output=True, check=True)
-            server = self.collector("kafka", pinned=True, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
-            topic = f"events_{server.environment}"  # type: ignore[attr-defined]
-            AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-                [NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=30)
+            # Made before the collector asks for it (a broker would create a missing one with one partition).
+            topic = "bench-" + uuid.uuid4().hex[:10]
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=30)
+            del admin  # its handle would log the broker's stop below
+            server = self.collector("kafka", pinned=True, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic)
             try:
                 cpu = server.cpu_seconds()
                 result = self.wrk(server.url, pinned=True)

@@ -17,7 +17,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from event_collector.kafka.records import from_record
 from event_collector.shipper.bulk import bulk_body, classify
-from support import OPENSEARCH_URL, CollectorProcess, KafkaCluster, Load, event, free_port, metric, wait_until
+from support import (OPENSEARCH_URL, CollectorProcess, KafkaCluster, Load, delivery_report, event, free_port, metric,
+                     wait_until)
 
 PARTITIONS = 3
 
@@ -145,6 +146,7 @@ def test_events_answered_2xx_are_in_the_topic_once_keyed_by_user(kafka: KafkaClu
     outcome = classify(envelopes, answer.status_code, answer.json())
     assert len(outcome.delivered) == len(envelopes) and not outcome.retry and not outcome.rejected, outcome
     assert opensearch.count(collector.environment) == len(answered)
+    assert collector.stop() == 0, collector.log()  # every 2xx was acknowledged: a clean stop
 
 
 def leader_port(bootstrap: str, topic: str, partition: int) -> int:
@@ -168,6 +170,8 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_event(kafka: KafkaClus
     counts: dict[str, int] = {}
     for log_id in log_ids(records):
         counts[log_id] = counts.get(log_id, 0) + 1
+    report = delivery_report("kafka: a broker killed under load (in the topic)", load, counts)
+    assert report["lost"] == 0 and report["duplicated"] == 0, (report, load.statuses)
     missing = set(load.accepted) - set(counts)
     assert not missing, f"{len(missing)} events answered 2xx are not in the topic"
     assert all(n == 1 for n in counts.values()), "the idempotent producer wrote a record twice"

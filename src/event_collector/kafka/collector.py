@@ -78,5 +78,4 @@ class KafkaCollector:
         if self.producer.unreachable is not None:
             reasons.append(f"Kafka brokers unreachable: {self.producer.unreachable}")
         return reasons, {"topic": self.producer.topic,
-                         "brokers": "unreachable" if self.producer.unreachable else "reachable",
-                         "records_in_flight": self.producer.in_flight}
+                         "brokers": "unreachable" if self.producer.unreachable else "reachable"}

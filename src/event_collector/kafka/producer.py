@@ -94,6 +94,8 @@ class EventProducer:
         # Why the brokers cannot be reached (None: they can). Set by librdkafka's "all brokers down", cleared
         # by a delivery or a metadata answer; read by /readyz and by accept, which refuses at once meanwhile.
         self.unreachable: str | None = None
+        # A fatal error (librdkafka's idempotence state is broken): this producer takes nothing again.
+        self._fatal: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_at: float | None = None
@@ -144,9 +146,10 @@ class EventProducer:
             self.unreachable = error.str()
         elif error.fatal():
             log.critical("Kafka producer failed for good (%s): new events are answered 503 until restart", error.str())
-            self.unreachable = f"fatal producer error: {error.str()}"
+            self._fatal = self.unreachable = f"fatal producer error: {error.str()}"
         else:
-            log.warning("Kafka: %s", error.str())
+            # librdkafka's own log line (the logger given to it) already says it, at its level.
+            log.debug("Kafka: %s", error.str())
 
     def _probe(self) -> None:
         """Ask for the topic's metadata: brokers that answer clear `unreachable`; a missing topic sets it."""
@@ -158,7 +161,7 @@ class EventProducer:
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             self.unreachable = f"topic {self.topic!r}: {topic.error.str() if topic else 'not in the metadata'}"
-        elif self.unreachable is not None:
+        elif self.unreachable is not None and self._fatal is None:
             log.info("Kafka brokers reachable again: accepting events")
             self.unreachable = None
 
@@ -181,18 +184,13 @@ class EventProducer:
         if self._produced or self._failed:
             metrics.kafka_records_produced.inc(self._produced)
             metrics.kafka_records_failed.inc(self._failed)
-            if self._produced:
+            if self._produced and self._fatal is None:
                 self.unreachable = None  # a broker acknowledged: the cluster is there
             self._produced = self._failed = 0
         if self.completed:
             completed, self.completed = self.completed, []
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_resolve, completed)
-
-    @property
-    def in_flight(self) -> int:
-        """Records librdkafka holds, not yet acknowledged."""
-        return len(self._producer)
 
     async def stop(self, grace_seconds: float) -> int:
         """Flush within `grace_seconds`; returns the records still unacknowledged (their requests got no 2xx)."""
