@@ -121,7 +121,12 @@ def test_events_answered_2xx_are_in_the_topic_once_keyed_by_user(kafka: KafkaClu
     response = collector.http.post("/events/batch", json=batch, headers=collector.auth("user-9"))
     assert response.status_code == 200 and response.json()["accepted"] == 2, response.text
     sent["user-9"] = [batch[0]["log_id"], batch[2]["log_id"]]
-    assert metric(collector, "event_collector_kafka_records_produced_total") == 43
+    # An event near MAX_BODY_BYTES (1 MiB): above librdkafka's default record limit, within the API's and the topic's.
+    big = event(param={f"k{n}": "x" * 30_000 for n in range(34)})
+    response = collector.http.post("/events", json=big, headers=collector.auth("user-big"))
+    assert response.status_code == 200, response.text
+    sent["user-big"] = [big["log_id"]]
+    assert metric(collector, "event_collector_kafka_records_produced_total") == 44
 
     records = read_topic(kafka.bootstrap_servers, f"events_{collector.environment}")
     answered = [log_id for ids in sent.values() for log_id in ids]

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # How long one poll() blocks when nothing happens: bounds how soon the thread sees a stop request.
 _POLL_SECONDS = 0.2
+# Room for what a document adds to the body it came from (copied headers, enrichment, record headers).
+_DOCUMENT_OVERHEAD_BYTES = 64 * 1024
 # While the brokers are unreachable, how often their metadata is asked for, to notice they are back.
 _PROBE_INTERVAL_SECONDS = 1.0
 
@@ -49,6 +51,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "message.timeout.ms": int(settings.kafka_produce_timeout_seconds * 1000),
         # Records of concurrent requests share a produce request; a few ms cost little latency.
         "linger.ms": 2,
+        # One record is one event's document: up to MAX_BODY_BYTES and the copied headers. librdkafka's own
+        # limit (1,000,000 bytes) would refuse the largest bodies the API accepts.
+        "message.max.bytes": max(1_000_000, settings.max_body_bytes + _DOCUMENT_OVERHEAD_BYTES),
         # Java clients' partitioner: a user's events land in the partition any Kafka tool computes for the key.
         "partitioner": "murmur2_random",
     }
