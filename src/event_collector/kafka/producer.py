@@ -93,7 +93,8 @@ class EventProducer:
         self.topic = settings.kafka_topic_name
         self._producer = Producer(producer_config(settings), error_cb=self._on_error,
                                   logger=logging.getLogger("event_collector.kafka.librdkafka"))
-        # Appended to by delivery callbacks in the poller thread only; handed to the loop once per round.
+        # Acknowledgements complete here (in the poller thread's delivery callbacks, or in send() for the
+        # records it could not queue); the poller hands them to the loop once per round.
         self.completed: list[Acknowledgement] = []
         self._produced = self._failed = 0
         # Why the brokers cannot be reached (None: they can). Set by librdkafka's "all brokers down", cleared
