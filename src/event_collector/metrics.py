@@ -131,3 +131,15 @@ opensearch_node_failures = Counter(
     "the node is set aside for a back-off and the request goes to another",
     ["node"], registry=REGISTRY,
 )
+
+
+# ACK_MODE=kafka (kafka/producer.py).
+kafka_records_produced = Counter(
+    "event_collector_kafka_records_produced_total", "Records the Kafka brokers acknowledged (ACK_MODE=kafka)",
+    registry=REGISTRY,
+)
+kafka_records_failed = Counter(
+    "event_collector_kafka_records_failed_total",
+    "Records the Kafka brokers did not acknowledge within KAFKA_PRODUCE_TIMEOUT_SECONDS or refused; their "
+    "requests were answered 503", registry=REGISTRY,
+)
