@@ -15,6 +15,8 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   delivery          at a fixed rate (BENCH_DELIVERY_RATE, 2,000/s; and 350/s): time from a 2xx to the document
                     being searchable (p50/p99), and bytes the collector wrote to disk per accepted event
   enrichment        CPU µs to decode, enrich and encode one event, each enrichment off and on (bench/enrichment.py)
+  single[kafka]     `single` in ACK_MODE=kafka, pinned as above, against a one-broker scripts/kafka-dev (its JVM on
+                    the load tool's CPU) and a 3-partition topic: each 2xx waits for the broker's acknowledgement
 Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
 pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides of each ratio get one
 core of their own; the other figures use the whole machine. Results: a table on stdout, bench/results/latest.json,
@@ -60,6 +62,8 @@ DISK_RATE = 350.0
 CONNECTIONS = 64
 SERVER_CPU, LOAD_CPU = "0", "1"
 MODES = ("memory", "durable")
+# BENCH_ONLY=single[kafka]: that figure alone, printed and not written to results (a check on a shared machine).
+ONLY = os.environ.get("BENCH_ONLY", "")
 
 sys.path.insert(0, str(REPO / "src"))
 from event_collector.api.auth import mint_token  # noqa: E402
@@ -277,6 +281,38 @@ class Bench:
             return result["accepted_per_second"]
         finally:
             server.stop()
+
+    def single_kafka(self) -> None:
+        """`single` in ACK_MODE=kafka against a broker of its own (scripts/kafka-dev, one broker, state in the
+        bench's temporary directory), started and stopped here."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        bootstrap = f"127.0.0.1:{free_port()}"
+        kafka_env = {**os.environ, "KAFKA_DEV_DIR": str(self.workdir / "kafka"), "KAFKA_DEV_BROKERS": "1",
+                     "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        kafka_dev = str(REPO / "scripts" / "kafka-dev")
+        subprocess.run([kafka_dev, "start"], env=kafka_env, check=True, capture_output=True)
+        try:
+            broker = subprocess.run([kafka_dev, "pid", bootstrap.rsplit(":", 1)[1]], env=kafka_env, check=True,
+                                    capture_output=True, text=True).stdout.strip()
+            subprocess.run(["taskset", "-a", "-cp", LOAD_CPU, broker], capture_output=True, check=True)
+            # Made before the collector asks for it (a broker would create a missing one with one partition).
+            topic = "bench-" + uuid.uuid4().hex[:10]
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=30)
+            del admin  # its handle would log the broker's stop below
+            server = self.collector("kafka", pinned=True, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic)
+            try:
+                cpu = server.cpu_seconds()
+                result = self.wrk(server.url, pinned=True)
+                cpu = server.cpu_seconds() - cpu
+                self.record("single[kafka]", **result,
+                            cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
+                            peak_rss_mb=server.memory_mb("VmHWM"))
+            finally:
+                server.stop()
+        finally:
+            subprocess.run([kafka_dev, "stop"], env=kafka_env, capture_output=True)
 
     def latency(self, mode: str, rate: float) -> None:
         server = self.collector(mode, pinned=True)
@@ -553,6 +589,9 @@ def main() -> int:
     try:
         for repeat in range(REPEATS):
             print(f"round {repeat + 1} of {REPEATS}", flush=True)
+            if ONLY == "single[kafka]":
+                bench.single_kafka()
+                continue
             bench.limit_http()
             if SEED_BIN:
                 bench.single_seed()
@@ -568,10 +607,13 @@ def main() -> int:
                 bench.rss_full_buffer(mode)
                 bench.delivery(mode, DELIVERY_RATE)
                 bench.delivery(mode, DISK_RATE)
+            bench.single_kafka()
             bench.limit_opensearch()
             bench.enrichment()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if ONLY:
+        return 0
 
     figures = {name: summarise(samples) for name, samples in bench.samples.items()}
     result = {

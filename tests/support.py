@@ -200,10 +200,12 @@ class CollectorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def pending_rows(self) -> int:
+        """Events stored and not confirmed delivered: the pending table's rows and the rows in flight."""
         import sqlite3
 
         with sqlite3.connect(self.database) as connection:
-            return connection.execute("SELECT count(*) FROM pending").fetchone()[0]
+            return connection.execute("SELECT (SELECT count(*) FROM pending) + (SELECT count(*) FROM in_flight)"
+                                      ).fetchone()[0]
 
     def dead_letters(self) -> list[tuple]:
         import sqlite3

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             from .api.keys import KeyRing
 
             KeyRing.from_settings(settings)  # JWT_SECRET's key set and JWT_JWKS_FILE, checked before serving
-        if args.command == "serve" or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
+        if args.command == "serve" and settings.ack_mode == "kafka":
+            from .kafka.config import connection_config
+
+            connection_config(settings)  # brokers, TLS files, SASL user: stop now if wrong
+        elif args.command == "serve" or (args.command, getattr(args, "action", None)) == ("pending", "replay"):
             from .shipper.connection import connection_from_settings
 
             connection_from_settings(settings)  # nodes, credentials, TLS files, AWS chain: stop now if wrong
@@ -158,7 +162,9 @@ def _serve(settings: Settings) -> int:
     log_config = _log_config(settings)
     logging.config.dictConfig(log_config)
     # Create the schema (or move a damaged file aside) once, before any worker process opens the store.
-    asyncio.run(_open_and_close(open_store(settings, recover_damaged=True)))
+    # ACK_MODE=kafka keeps no store.
+    if settings.ack_mode != "kafka":
+        asyncio.run(_open_and_close(open_store(settings, recover_damaged=True)))
     # Raised here, once, so every worker process inherits the open-file limit and the warning is not repeated.
     limits = ConnectionLimits.from_settings(settings, connection_cap(settings.max_connections))
     options = dict(

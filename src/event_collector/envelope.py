@@ -76,8 +76,11 @@ def index_name(environment: str, epoch_seconds: float) -> str:
 
 
 def format_timestamp(epoch_seconds: float) -> str:
-    millis = int(epoch_seconds * 1000) % 1000
-    return _second_of(int(epoch_seconds)) + f".{millis:03d}Z"
+    return _second_of(int(epoch_seconds)) + _MILLIS[int(epoch_seconds * 1000) % 1000]
+
+
+# ".000Z" to ".999Z": a lookup rather than formatting the milliseconds of every event.
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 @functools.lru_cache(maxsize=4)

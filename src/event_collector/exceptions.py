@@ -7,7 +7,8 @@ CollectorError
  │    ├── BodyTooLarge      the body exceeds MAX_BODY_BYTES (413)
  │    └── UnsupportedEncoding  a Content-Encoding other than gzip or identity (415)
  ├── StoreError             the pending store failed (SQLite errors are wrapped in this)
- │    └── StoreFull         the pending store is at its cap (503)
+ │    ├── StoreFull         the pending store is at its cap (503)
+ │    └── KafkaUnavailable  ACK_MODE=kafka: the brokers did not acknowledge the events in time (503)
  └── OpenSearchUnavailable  OpenSearch could not be reached or did not answer in time
 """
 
@@ -49,6 +50,11 @@ class StoreError(CollectorError):
 
 class StoreFull(StoreError):
     pass
+
+
+class KafkaUnavailable(StoreError):
+    """In ACK_MODE=kafka the brokers are the store: what cannot be acknowledged is answered 503 like a
+    failing pending store."""
 
 
 class OpenSearchUnavailable(CollectorError):

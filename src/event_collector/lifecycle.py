@@ -246,3 +246,13 @@ def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task:
                 await asyncio.sleep(delay)
 
     return asyncio.create_task(supervised(), name=name)
+
+
+def open_collector(settings: Settings, *, runs_janitor: bool = True) -> "Collector":
+    """The collector of the ack mode: ACK_MODE=kafka's is stateless (kafka/collector.py), the others keep
+    events in this process's buffer and pending store."""
+    if settings.ack_mode == "kafka":
+        from .kafka.collector import KafkaCollector
+
+        return KafkaCollector(settings, runs_janitor=runs_janitor)  # type: ignore[return-value]
+    return Collector(settings, runs_janitor=runs_janitor)

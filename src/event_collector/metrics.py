@@ -39,7 +39,7 @@ connections_refused = Counter(
     "head_too_large (414/431), head_timeout (no complete head within HEADER_READ_TIMEOUT_SECONDS)",
     ["reason"], registry=REGISTRY,
 )
-# Added to in bulk by the connection sweep (api/protocol.py), not once per request.
+# Added to in bulk once per turn of the event loop (api/fastpath.py, Tally), not once per request.
 fast_path_answers = Counter(
     "event_collector_fast_path_answers_total",
     "Requests answered by the single-event fast path below ASGI (docs/http.md), whatever the status",
@@ -130,4 +130,16 @@ opensearch_node_failures = Counter(
     "Requests a node did not answer (refused, reset, TLS failure or timeout), by node (its URL without user info); "
     "the node is set aside for a back-off and the request goes to another",
     ["node"], registry=REGISTRY,
+)
+
+
+# ACK_MODE=kafka (kafka/producer.py).
+kafka_records_produced = Counter(
+    "event_collector_kafka_records_produced_total", "Records the Kafka brokers acknowledged (ACK_MODE=kafka)",
+    registry=REGISTRY,
+)
+kafka_records_failed = Counter(
+    "event_collector_kafka_records_failed_total",
+    "Records the Kafka brokers did not acknowledge within KAFKA_PRODUCE_TIMEOUT_SECONDS or refused; their "
+    "requests were answered 503", registry=REGISTRY,
 )

@@ -61,9 +61,11 @@ def test_an_outage_of_two_minutes_under_load_writes_each_event_once_and_drains_a
           f"written an event (healthy: {healthy_bytes_per_event:.0f}), {replayed_during:.0f} replayed")
     assert outage.accepted > 3000
     assert replayed_during == 0
-    # An event that merely waits is written once, no more than a delivered one costs; not again and again
-    # as rows are replayed into a dead cluster and put back.
-    assert outage_bytes_per_event < 1.5 * healthy_bytes_per_event
+    # An event that merely waits is written once, not again and again as rows are replayed into a dead
+    # cluster and put back. A waiting row goes to the indexed `pending` table, which costs about 2.5 times
+    # what a delivered event's row in `in_flight` does (docs/delivery.md, "Store layout"); a second write of
+    # each waiting row would be about 5 times.
+    assert outage_bytes_per_event < 4 * healthy_bytes_per_event
 
     own_opensearch.start()
     returned = time.monotonic()

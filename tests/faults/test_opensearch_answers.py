@@ -17,8 +17,10 @@ def nginx(tmp_path):
 
 
 def attempts(collector) -> set[int]:
+    """The attempt counts of the stored events; a row in flight (schema 3) was never tried: 0."""
     with sqlite3.connect(collector.database) as connection:
-        return {n for (n,) in connection.execute("SELECT DISTINCT attempts FROM pending")}
+        return {n for (n,) in connection.execute("SELECT DISTINCT attempts FROM pending"
+                                                 " UNION SELECT 0 FROM in_flight")}
 
 
 def test_a_401_pauses_delivery_without_burning_attempts_until_the_setting_is_fixed(collector_factory, opensearch,

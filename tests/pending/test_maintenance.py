@@ -79,7 +79,8 @@ async def test_the_pipeline_writes_between_the_chunks_of_retention(store):
     await store.add([envelope(100_000)], leased=True)
     assert not retention.done()
     assert await retention == 6 * CHUNK_ROWS
-    assert rows(store.path, "SELECT log_id FROM pending") == [("id-100000",)]
+    assert rows(store.path, "SELECT log_id FROM pending") == []
+    assert rows(store.path, "SELECT log_id FROM in_flight") == [("id-100000",)]
 
 
 async def test_old_dead_letters_are_purged_and_counted(store):
@@ -169,7 +170,9 @@ async def test_the_byte_counts_follow_every_change_exactly(store):
     await store.dead_letter([Failure(envelope(99, size=7), "400")])
     assert await store.expire_pending(0) == 20  # the rows nobody holds; 19 stay in flight
     stats = await store.statistics()
-    [(pending_bytes,)] = rows(store.path, "SELECT coalesce(sum(length(document)), 0) FROM pending")
+    # Rows in flight are events not delivered yet too (schema 3 keeps them in a table of their own).
+    [(pending_bytes,)] = rows(store.path, "SELECT (SELECT coalesce(sum(length(document)), 0) FROM pending)"
+                                          " + (SELECT coalesce(sum(length(document)), 0) FROM in_flight)")
     [(dead_bytes,)] = rows(store.path, "SELECT coalesce(sum(length(document)), 0) FROM dead_letter")
     assert (stats.bytes, stats.dead_letter_bytes) == (pending_bytes, dead_bytes)
     assert (store.backlog_bytes, store.dead_letter_bytes) == (pending_bytes, dead_bytes)

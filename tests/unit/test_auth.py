@@ -84,12 +84,38 @@ def test_a_cached_token_is_not_trusted_past_its_expiry():
     verifier = TokenVerifier(SECRET, clock=clock)
     token = signed({"sub": "bob", "exp": NOW + 60})
     assert verifier.user_id(bearer(token)) == "bob"
-    assert token in verifier._subjects
+    assert bearer(token) in verifier._subjects
     clock.now = NOW + 59.9
     assert verifier.user_id(bearer(token)) == "bob"
     clock.now = NOW + 60
     with pytest.raises(AuthError, match="expired"):
         verifier.user_id(bearer(token))
+
+
+def test_an_expired_token_is_refused_from_the_cache_whatever_the_spelling_of_its_scheme():
+    clock = Clock()
+    verifier = TokenVerifier(SECRET, clock=clock)
+    token = signed({"sub": "bob", "exp": NOW + 60})
+    # Cached under the usual spelling; looked up under it from another one.
+    assert verifier.user_id(b"bearer  " + token.encode() + b" ") == "bob"
+    assert list(verifier._subjects) == [bearer(token)]
+    clock.now = NOW + 61
+    for header in (bearer(token), b"BEARER " + token.encode()):
+        with pytest.raises(AuthError, match="expired"):
+            verifier.user_id(header)
+
+
+def test_cached_tokens_are_not_confused_with_one_another():
+    verifier = TokenVerifier(SECRET, clock=Clock())
+    alice, bob = signed({"sub": "alice", "exp": NOW + 60}), signed({"sub": "bob", "exp": NOW + 60})
+    forged = alice[:-2] + ("AA" if not alice.endswith("AA") else "BA")
+    for _ in range(2):
+        assert verifier.user_id(bearer(alice)) == "alice"
+        assert verifier.user_id(bearer(bob)) == "bob"
+        # A token that differs from a cached one only in its signature is verified, and refused.
+        with pytest.raises(AuthError, match="invalid token"):
+            verifier.user_id(bearer(forged))
+    assert sorted(verifier._subjects) == sorted([bearer(alice), bearer(bob)])
 
 
 def test_the_cache_stays_bounded_in_entries():
@@ -142,7 +168,7 @@ def test_junk_spellings_of_a_valid_token_are_refused_and_never_cached():
     for variant in junk_variants(token):
         with pytest.raises(AuthError, match="invalid token"):
             verifier_.user_id(bearer(variant))
-    assert list(verifier_._subjects) == [token]
+    assert list(verifier_._subjects) == [bearer(token)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -76,7 +76,7 @@ def test_a_removed_kid_is_refused_after_the_restart_even_though_it_was_cached():
     token = hs256(OLD, "2026-11")
     before = verifier(ring(secret=KEY_SET))
     assert before.user_id(bearer(token)) == "alice"
-    assert token in before._subjects
+    assert bearer(token) in before._subjects
     # A restart with the old kid taken out builds a new verifier: its cache starts empty.
     after = verifier(ring(secret=json.dumps({"2026-12": NEW})))
     with pytest.raises(AuthError, match="unknown kid"):

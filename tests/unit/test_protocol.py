@@ -138,3 +138,57 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit_and_the_cap_lowered_to_
     limits["now"] = (1024, 1024)
     assert protocol.connection_cap(100) == 100
     assert caplog.text == ""
+
+
+class RecordingFastPath:
+    """Stands in for FastIngest: answers 200 at once and records the bodies it was handed."""
+
+    accepting = True
+    body_read_timeout_seconds = 10.0
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def handle(self, headers, peer, body, done) -> None:
+        self.bodies.append(body)
+        done((200, [(b"content-length", b"4")], b"fast"))
+
+
+@pytest.mark.parametrize(("extra", "fast"), [
+    (b"", True),
+    (b"Content-Encoding: identity\r\n", False),
+    (b"Origin: https://example.com\r\n", False),
+    (b"Expect: 100-continue\r\n", False),
+])
+async def test_the_headers_noted_as_they_arrive_decide_the_fast_path(extra, fast):
+    made, transport = connection()
+    made.fast = recording = RecordingFastPath()
+    for _ in range(2):  # what one head noted is forgotten by the next
+        transport.written = b""
+        made.data_received(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + extra + b"\r\n{}")
+        written = await answered(transport)
+        assert written.endswith(b"fast" if fast else b"ok"), written
+        made.data_received(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        assert transport.written.endswith(b"fast"), transport.written
+    assert recording.bodies == [b"{}"] * (4 if fast else 2)
+    # The scope is built only for the app's requests, as uvicorn built it.
+    if fast:
+        assert made.scope is None
+    else:
+        assert made.scope["method"] == "POST" and made.scope["path"] == "/events" and made.scope["headers"]
+
+
+@pytest.mark.parametrize(("version", "header", "fast"), [
+    (b"1.1", b"", True),
+    (b"1.1", b"Connection: keep-alive\r\n", True),
+    (b"1.0", b"", False),
+    (b"1.0", b"Connection: keep-alive\r\n", False),
+])
+async def test_only_http_1_1_takes_the_fast_path_whatever_its_connection_header(version, header, fast):
+    made, transport = connection()
+    made.fast = recording = RecordingFastPath()
+    made.data_received(b"POST /events HTTP/" + version + b"\r\nHost: x\r\nContent-Length: 2\r\n" + header
+                       + b"\r\n{}")
+    written = await answered(transport)
+    assert written.endswith(b"fast" if fast else b"ok"), written
+    assert recording.bodies == ([b"{}"] if fast else [])

@@ -18,7 +18,7 @@ from ..enrich import Enricher
 from ..enrich.client_time import collector_clock
 from ..envelope import build_envelope
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError, UnsupportedEncoding
-from ..lifecycle import CREATED, PENDING, Collector
+from ..lifecycle import CREATED, PENDING, Collector, open_collector
 from ..settings import Settings
 from . import beacon
 from . import probes
@@ -64,7 +64,7 @@ _STATUS_ANSWERS = {status: _messages(200, _encode({"status": status}), _JSON) fo
 class CollectorApp:
     def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
         self.settings = settings
-        self.collector = collector or Collector(settings)
+        self.collector = collector or open_collector(settings)
         self.verifier = TokenVerifier(KeyRing.from_settings(settings))
         self.cors = CorsPolicy.from_setting(settings.cors_allowed_origins)
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
@@ -407,4 +407,4 @@ def create_app() -> CollectorApp:
     settings = load_settings()
     slot = claim_slot(os.environ[MULTIPROCESS_DIR_VARIABLE], settings.server_workers)
     share = settings.for_one_worker(slot)
-    return CollectorApp(share, Collector(share, runs_janitor=slot == 0))
+    return CollectorApp(share, open_collector(share, runs_janitor=slot == 0))

@@ -2,7 +2,9 @@
 
 Verifying a signature costs far more than the rest of a request, and apps send many events with one
 token, so each distinct token is verified once and its subject cached until the token's `exp`. A cache
-hit is a dict lookup and an expiry check, nothing more. That is safe because only a token in the one
+hit is a dict lookup and an expiry check, nothing more: the cache is keyed by the Authorization value's
+bytes as clients send it (`Bearer <token>`), so the usual request is looked up before any decoding; any
+other spelling of the scheme is parsed and then looked up under that same key. That is safe because only a token in the one
 canonical form is ever cached: PyJWT's base64 decoding skips junk characters, so without the strict form
 one valid token would have endless spellings (`<token>!!!!…`) that all verify, each a new cache entry.
 The cache belongs to one verifier, built from one set of keys: keys change only with a restart, which
@@ -52,6 +54,7 @@ _CACHE_BYTES = 16 * 1024 * 1024
 
 _COMPACT_FORM = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _JWS = jwt.PyJWS(algorithms=[HMAC_ALGORITHM, *PUBLIC_KEY_ALGORITHMS])
+_BEARER = b"Bearer "
 
 
 class _Claims(msgspec.Struct):
@@ -80,24 +83,30 @@ class TokenVerifier:
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self._clock = clock
-        self._subjects: dict[str, tuple[str, float]] = {}
+        # b"Bearer <token>" (the canonical header value of a verified token) -> (sub, exp).
+        self._subjects: dict[bytes, tuple[str, float]] = {}
         self._cached_bytes = 0
 
     def user_id(self, authorization: bytes | None) -> str:
         """The `sub` of the Bearer token in an Authorization header value, or AuthError."""
         if not authorization:
             raise AuthError("missing Authorization header")
+        cached = self._subjects.get(authorization)
+        # A cached token is never trusted past its expiry.
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("Authorization must be 'Bearer <token>'")
         token = token.strip()
-        cached = self._subjects.get(token)
-        # A cached token is never trusted past its expiry.
-        if cached is not None and cached[1] > self._clock():
-            return cached[0]
-        return self._verify(token)
+        key = _BEARER + token.encode("latin-1")
+        if key != authorization:
+            cached = self._subjects.get(key)
+            if cached is not None and cached[1] > self._clock():
+                return cached[0]
+        return self._verify(token, key)
 
-    def _verify(self, token: str) -> str:
+    def _verify(self, token: str, cache_key: bytes) -> str:
         _check_compact_form(token)
         try:
             # The header is read unverified only to pick the key; the key then fixes the one algorithm.
@@ -117,7 +126,7 @@ class TokenVerifier:
             raise AuthError(f"invalid token claims: {exc}") from None
         self._check_times(claims)
         self._check_issuer_and_audience(claims)
-        self._remember(token, claims.sub, claims.exp)
+        self._remember(cache_key, claims.sub, claims.exp)
         return claims.sub
 
     def _check_times(self, claims: _Claims) -> None:
@@ -141,16 +150,16 @@ class TokenVerifier:
         elif not (claims.aud == audience or (isinstance(claims.aud, list) and audience in claims.aud)):
             raise AuthError("invalid token: its audience (aud) does not include JWT_AUDIENCE")
 
-    def _remember(self, token: str, subject: str, expires: float) -> None:
-        cost = sys.getsizeof(token) + sys.getsizeof(subject) + _ENTRY_OVERHEAD_BYTES
+    def _remember(self, key: bytes, subject: str, expires: float) -> None:
+        cost = sys.getsizeof(key) + sys.getsizeof(subject) + _ENTRY_OVERHEAD_BYTES
         if len(self._subjects) >= self._cache_size or self._cached_bytes + cost > self._cache_bytes:
             # Dropping everything is cheap and rare; live tokens are simply verified again.
             self._subjects.clear()
             self._cached_bytes = 0
         # Present already only if the clock stepped back since the entry expired: count it once.
-        if token not in self._subjects:
+        if key not in self._subjects:
             self._cached_bytes += cost
-        self._subjects[token] = (subject, expires)
+        self._subjects[key] = (subject, expires)
 
 
 def _check_compact_form(token: str) -> None:

@@ -19,7 +19,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
 from ..lifecycle import CREATED, PENDING
-from .app import Answer, CollectorApp, answer, copied_headers, count_kept, refusal_answer, store_failed_answer
+from .. import metrics
+from .app import Answer, CollectorApp, answer, copied_headers, refusal_answer, store_failed_answer
 from .app import _refused as refused  # noqa: F401 - the app's count of a refused request, for the protocol
 from .batch import DecodedBatch
 from .validation import decode_event
@@ -35,6 +36,51 @@ INTERNAL_ERROR: Answer = (500, [(b"content-type", b"text/plain; charset=utf-8"),
 _STATUS_ANSWERS = {status: answer(200, {"status": status}) for status in (CREATED, PENDING)}
 
 Done = Callable[[Answer], None]
+
+
+class Tally:
+    """The fast path's counts, added to their Prometheus counters once per turn of the event loop rather
+    than once per request: an increment costs more than the rest of a small request's bookkeeping (with
+    several workers each one writes a shared file). The first answer of a turn schedules the flush, and the
+    protocol flushes before any request the app answers, so /metrics never misses an earlier answer."""
+
+    def __init__(self) -> None:
+        self.answers = 0
+        self.created = 0
+        self.pending = 0
+        # The loop a flush is scheduled on (None: none is): a loop closed before running it (tests run
+        # several) must not keep the next one from scheduling its own.
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def answered(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One answer written, on `loop` (the connection's: asking asyncio for the running loop costs more
+        than the rest of this)."""
+        self.answers += 1
+        if self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
+
+    def kept(self, status: str) -> None:
+        """One event kept, counted as the app's count_kept counts it; its answer schedules the flush."""
+        if status == CREATED:
+            self.created += 1
+        else:
+            self.pending += 1
+
+    def flush(self) -> None:
+        self._scheduled_on = None
+        if self.answers:
+            metrics.fast_path_answers.inc(self.answers)
+            self.answers = 0
+        if self.created:
+            metrics.received_created.inc(self.created)
+            self.created = 0
+        if self.pending:
+            metrics.received_pending.inc(self.pending)
+            self.pending = 0
+
+
+TALLY = Tally()
 
 
 class FastIngest:
@@ -87,7 +133,7 @@ class FastIngest:
 
         def kept(status: Any, exc: BaseException | None) -> None:
             if exc is None:
-                count_kept(status, envelopes, [])
+                TALLY.kept(status)
                 done(_STATUS_ANSWERS[status])
             elif isinstance(exc, StoreError):
                 done(store_failed_answer(envelopes, exc))
@@ -118,9 +164,39 @@ def step(coroutine: Coroutine, finished: Callable[[Any, BaseException | None], N
         awaited.add_done_callback(lambda _: step(coroutine, finished))
 
 
+class _EncodedStatusAnswers:
+    """The bytes of the two 200 answers, made once per set of default headers: uvicorn replaces that list
+    when its Date changes, once a second, so between two changes every answer of a kind is the same bytes."""
+
+    def __init__(self) -> None:
+        self._default_headers: list[tuple[bytes, bytes]] | None = None
+        self._bytes: dict[tuple[int, bool], bytes] = {}
+
+    def get(self, whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+        if default_headers is not self._default_headers:
+            self._default_headers = default_headers
+            self._bytes = {}
+        # By identity: only the module's own constant answers are ever looked up here.
+        key = (id(whole), keep_alive)
+        encoded = self._bytes.get(key)
+        if encoded is None:
+            encoded = self._bytes[key] = _encode(whole, default_headers, keep_alive)
+        return encoded
+
+
+_STATUS_ANSWER_IDS = frozenset(id(whole) for whole in _STATUS_ANSWERS.values())
+_encoded_status_answers = _EncodedStatusAnswers()
+
+
 def encode(whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
     """The answer's bytes as uvicorn writes them: status line, default headers (date, server), the answer's
     headers, `connection: close` when the connection ends."""
+    if id(whole) in _STATUS_ANSWER_IDS:
+        return _encoded_status_answers.get(whole, default_headers, keep_alive)
+    return _encode(whole, default_headers, keep_alive)
+
+
+def _encode(whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
     status, headers, body = whole
     parts = [STATUS_LINE[status]]
     closing = False
@@ -134,5 +210,5 @@ def encode(whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive
 
 
 def ends_connection(whole: Answer) -> bool:
-    return any(name == b"connection" and value == b"close" for name, value in whole[1])
+    return id(whole) not in _STATUS_ANSWER_IDS and any(name == b"connection" and value == b"close" for name, value in whole[1])
 

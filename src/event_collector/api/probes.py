@@ -37,6 +37,8 @@ def readiness(collector: Collector) -> tuple[bool, dict[str, Any]]:
         reasons.append("starting: the pipeline is not running yet")
     if collector.stopping:
         reasons.append("shutting down")
+    if collector.settings.ack_mode == "kafka":
+        return _kafka_readiness(collector, reasons)
     buffer = collector.buffer
     try:
         collector.store.check_room()
@@ -44,11 +46,7 @@ def readiness(collector: Collector) -> tuple[bool, dict[str, Any]]:
         # Memory mode keeps events in the buffer first: only a full buffer needs the store.
         if collector.settings.ack_mode == "durable" or buffer.free_space <= 0:
             reasons.append(str(exc))
-    if collector.store_failure is not None:
-        message, failed_at = collector.store_failure
-        ago = time.monotonic() - failed_at
-        if ago < STORE_FAILURE_HOLD_SECONDS:
-            reasons.append(f"the pending store failed to take events {ago:.1f} s ago: {message}")
+    reasons += _recent_failure(collector, "the pending store failed to take events")
     breaker = collector.breaker
     report = {
         "status": "unready" if reasons else "ready",
@@ -61,4 +59,23 @@ def readiness(collector: Collector) -> tuple[bool, dict[str, Any]]:
         "opensearch": ({"delivery": "paused", "reason": breaker.reason} if breaker.is_open
                        else {"delivery": "flowing"}),
     }
+    return not reasons, report
+
+
+def _recent_failure(collector: Any, what: str) -> list[str]:
+    if collector.store_failure is not None:
+        message, failed_at = collector.store_failure
+        ago = time.monotonic() - failed_at
+        if ago < STORE_FAILURE_HOLD_SECONDS:
+            return [f"{what} {ago:.1f} s ago: {message}"]
+    return []
+
+
+def _kafka_readiness(collector: Any, reasons: list[str]) -> tuple[bool, dict[str, Any]]:
+    """ACK_MODE=kafka (kafka/collector.py): ready when the brokers can be reached and acknowledged the
+    last request; no store, buffer or OpenSearch in this process."""
+    kafka_reasons, kafka = collector.readiness()
+    reasons += kafka_reasons + _recent_failure(collector, "Kafka did not acknowledge events")
+    report = {"status": "unready" if reasons else "ready", "reasons": reasons, "pid": os.getpid(),
+              "ack_mode": "kafka", "kafka": kafka}
     return not reasons, report

@@ -116,6 +116,11 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         self._fast_body: list[bytes] | None = None
         self._fast_keep_alive = True
         self._fast_waiting = False
+        # What the head being parsed says about the fast path, noted as its headers arrive: its
+        # Content-Length (b"" when sent twice), and whether a header sends it to the app.
+        self._content_length: bytes | None = None
+        self._asgi_header = False
+        self._connection_header = False
 
     # Connection
 
@@ -248,6 +253,35 @@ class CollectorHttpProtocol(HttpToolsProtocol):
     # Parser callbacks: the hot path, so the limits are checked once a head is complete (it is bounded by
     # MAX_HEADER_BYTES as it arrives), and uvicorn's short bodies are inlined rather than reached via super().
 
+    def on_message_begin(self) -> None:
+        # uvicorn builds the ASGI scope here; a fast-path request never needs one, so it is built in
+        # on_headers_complete, for the requests that go to the app.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._content_length = None
+        self._asgi_header = False
+        self._connection_header = False
+
+    def _new_scope(self) -> dict[str, Any]:
+        """uvicorn's scope of the request whose head was parsed (HttpToolsProtocol.on_message_begin's)."""
+        return {"type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1", "server": self.server, "client": self.client, "scheme": self.scheme,
+                "root_path": self.root_path, "headers": self.headers, "state": self.app_state.copy()}
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name in _NOTED_HEADERS:
+            if name == b"content-length":
+                self._content_length = b"" if self._content_length is not None else value
+            elif name == b"connection":
+                self._connection_header = True
+            else:
+                self._asgi_header = True
+                if name == b"expect" and value.lower() == b"100-continue":
+                    self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         limits = self.limits
         if len(self.url) > limits.max_header_line_bytes:
@@ -269,28 +303,31 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             self._fast_keep_alive = self.parser.should_keep_alive()
             self.close_at = self.loop.time() + self.fast.body_read_timeout_seconds
             return
-        if _Sweeper.fast_answers:
-            # Counted before any request the app answers, so that /metrics includes every earlier answer.
-            _Sweeper.count_fast_answers()
+        # Counted before any request the app answers, so that /metrics includes every earlier answer.
+        fastpath.TALLY.flush()
+        self.scope = self._new_scope()  # type: ignore[assignment]
         super().on_headers_complete()
 
     def _takes_fast_path(self) -> bool:
         """A single-event POST /events the fast path answers the same as the app would (docs/http.md)."""
-        if self.url != b"/events" or self.parser.get_method() != b"POST" or self.parser.get_http_version() != "1.1":
+        # The cheapest tests first: this runs for every request.
+        length = self._content_length
+        if (self.url != b"/events" or self._asgi_header or length is None or not length.isdigit()
+                or int(length) > fastpath.MAX_FAST_BODY_BYTES):
             return False
         # Answers go out in order: nothing may be waiting for one.
-        if self._fast_waiting or self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+        cycle = self.cycle
+        if self._fast_waiting or self.pipeline or (cycle is not None and not cycle.response_complete):
             return False
-        length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                if length is not None:
-                    return False
-                length = value
-            elif name in _ASGI_HEADERS:
-                return False
-        return (length is not None and length.isdigit() and int(length) <= fastpath.MAX_FAST_BODY_BYTES
-                and not self.parser.should_upgrade() and self.fast.accepting)  # type: ignore[union-attr]
+        parser = self.parser
+        return (parser.get_method() == b"POST" and self._is_http_1_1(parser.should_keep_alive())
+                and not parser.should_upgrade() and self.fast.accepting)  # type: ignore[union-attr]
+
+    def _is_http_1_1(self, keep_alive: bool) -> bool:
+        # httptools formats the version as a string for every call. Without a Connection header, only HTTP/1.1
+        # keeps the connection (llhttp: HTTP/1.0 needs `Connection: keep-alive`, and it refuses versions
+        # other than 0.9, 1.0, 1.1 and 2.0), so the usual request is told without asking.
+        return (keep_alive and not self._connection_header) or self.parser.get_http_version() == "1.1"
 
     def on_body(self, body: bytes) -> None:
         if self._fast_body is not None:
@@ -328,7 +365,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         """Write a fast-path answer, then go on as after any response (on_response_complete)."""
         waited = self._fast_waiting
         self._fast_waiting = False
-        _Sweeper.fast_answers += 1
+        fastpath.TALLY.answered(self.loop)
         self.server_state.total_requests += 1
         self._answered_one = True
         transport = self.raw_transport
@@ -403,6 +440,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
 # Requests with these headers go to the ASGI app: a streamed or encoded body, a 100-continue to send first,
 # a CORS answer, an upgrade.
 _ASGI_HEADERS = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"origin", b"upgrade"})
+_NOTED_HEADERS = _ASGI_HEADERS | {b"content-length", b"connection"}
 
 
 class _LingeringTransport:
@@ -432,9 +470,6 @@ class _Sweeper:
     second), while the server has connections: one task per server, not a timer per request."""
 
     _running: "weakref.WeakKeyDictionary[Any, asyncio.Task]" = weakref.WeakKeyDictionary()
-    # Fast-path answers not yet added to their counter (a Prometheus increment per request costs more); added
-    # by each sweep and before each request that goes to the app.
-    fast_answers = 0
 
     @classmethod
     def watch(cls, loop: asyncio.AbstractEventLoop, server_state: Any, connections: set,
@@ -449,16 +484,8 @@ class _Sweeper:
         loop = asyncio.get_running_loop()
         while connections:
             await asyncio.sleep(interval_seconds)
-            _Sweeper.count_fast_answers()
             now = loop.time()
             for connection in list(connections):
                 close_at = getattr(connection, "close_at", None)
                 if close_at is not None and close_at <= now:
                     connection.overdue()
-        _Sweeper.count_fast_answers()
-
-    @classmethod
-    def count_fast_answers(cls) -> None:
-        if cls.fast_answers:
-            metrics.fast_path_answers.inc(cls.fast_answers)
-            cls.fast_answers = 0

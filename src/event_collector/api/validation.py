@@ -87,7 +87,8 @@ _SHOWN_KEY_CHARS = 64
 
 
 def decode_event(body: bytes) -> EventBody:
-    if not body.strip():
+    # isspace() stops at the first other byte, where strip() would copy the body.
+    if not body or body.isspace():
         raise InvalidEvent("request body is empty")
     try:
         event = _decode_event(body)

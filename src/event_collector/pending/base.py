@@ -5,7 +5,8 @@ log: one table of envelopes, each with an attempt count, a next-attempt time and
 in memory, a lease naming that process. A lease lasts as long as its owner lives: no other process may
 claim the row meanwhile, however long delivery takes; once the owner stops beating, a live process adopts
 its rows. A row is deleted only once OpenSearch confirmed its event. Rows OpenSearch rejected for good, or
-that ran out of attempts or time, move to the dead-letter table.
+that ran out of attempts or time, move to the dead-letter table. (The SQLite store keeps the rows in flight,
+never tried yet, in a table of their own, to write less per commit: docs/delivery.md, "Store layout".)
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """The SQL for rows: every statement that reads or writes pending and dead-letter rows.
 
 Each function takes a connection inside one of the engine's transactions, unless it says otherwise. A
-pending row comes in one way only, `insert_pending`; a dead letter only as a pending row moved by
-`move_to_dead_letter` (an event that never had a row gets one first). Only `copy_rows`, which carries a
-whole file over, writes the tables otherwise.
+pending row comes in by `insert_pending`, or moved from `in_flight` (`move_in_flight`, `adopt_in_flight`);
+a dead letter as a pending row moved by `move_to_dead_letter` (an event that never had a row gets one
+first) or as an in-flight row moved by `dead_letter_in_flight`. Only `copy_rows`, which carries a whole
+file over, writes the tables otherwise.
+
+Rows in flight (durable mode: committed before the answer, leased to the process that holds the event in
+memory, never tried yet) live in `in_flight`, which has no index, trigger or AUTOINCREMENT, so that each
+group commit writes as few pages as it can (schema.py). An envelope names its in-flight row by the
+negative of its id: `pending_id is not None` still means "has a row", whichever table holds it.
 Work over many rows (retention, adoption, requeue) is done `CHUNK_ROWS` at a time, one transaction each,
 so that no process holds the write lock for long.
 """
@@ -24,6 +30,12 @@ CHUNK_ROWS = 5_000
 
 _PENDING_COLUMNS = "log_id, index_name, document, received_at, attempts, next_attempt_at, lease_owner, last_error"
 _DEAD_LETTER_COLUMNS = "log_id, index_name, document, received_at, attempts, reason, failed_at"
+_IN_FLIGHT_COLUMNS = "log_id, index_name, document, received_at, owner"
+
+
+def is_in_flight(pending_id: int | None) -> bool:
+    """Whether an envelope's row is in `in_flight` (a negative id) rather than `pending`."""
+    return pending_id is not None and pending_id < 0
 
 
 def pending_row(envelope: Envelope, next_attempt_at: float, owner: str | None, last_error: str | None) -> tuple:
@@ -51,6 +63,77 @@ def insert_pending_together(connection: sqlite3.Connection, row_lists: list[list
     return ranges
 
 
+def in_flight_row(envelope: Envelope, owner: str) -> tuple:
+    """A new in-flight row, in the column order of `insert_in_flight`."""
+    return envelope.log_id, envelope.index, envelope.document, envelope.received_at, owner
+
+
+def insert_in_flight(connection: sqlite3.Connection, rows: list[tuple]) -> range:
+    """Insert in-flight rows; returns the envelopes' ids for them (negative), in order."""
+    # Under BEGIN IMMEDIATE nobody else writes, and a table without AUTOINCREMENT gives each new row the
+    # largest id plus one, so the rows of one executemany get consecutive ids after the current largest.
+    (last,) = connection.execute("SELECT coalesce(max(id), 0) FROM in_flight").fetchone()
+    connection.executemany(f"INSERT INTO in_flight ({_IN_FLIGHT_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+    return range(-(last + 1), -(last + 1 + len(rows)), -1)
+
+
+def insert_in_flight_together(connection: sqlite3.Connection, row_lists: list[list[tuple]]) -> list[range]:
+    """The in-flight inserts of one group commit as one `insert_in_flight`; each gets its own ids."""
+    ids = insert_in_flight(connection, [row for rows in row_lists for row in rows])
+    ranges, start = [], ids.start
+    for rows in row_lists:
+        ranges.append(range(start, start - len(rows), -1))
+        start -= len(rows)
+    return ranges
+
+
+def delete_in_flight(connection: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
+    """Delete in-flight rows by (envelope id, log_id), whoever holds them (see `delete_pending`)."""
+    connection.executemany("DELETE FROM in_flight WHERE id = ? AND log_id = ?", [(-i, log_id) for i, log_id in keys])
+
+
+def move_in_flight(connection: sqlite3.Connection, moves: list[tuple], owner: str) -> None:
+    """Move in-flight rows `owner` holds, given as (envelope id, log_id, attempts, next_attempt_at,
+    last_error), to `pending`, unowned: they wait there for a retry or the replayer. A row that is no
+    longer `owner`'s (adopted: this process was taken for dead) is left to the process that adopted it."""
+    keys = [(-move[0], move[1], owner) for move in moves]
+    connection.executemany(
+        f"INSERT INTO pending ({_PENDING_COLUMNS}) SELECT log_id, index_name, document, received_at, ?, ?, NULL, ?"
+        " FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?",
+        [(attempts, next_attempt_at, last_error, *key)
+         for (_, _, attempts, next_attempt_at, last_error), key in zip(moves, keys)])
+    connection.executemany("DELETE FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?", keys)
+
+
+def dead_letter_in_flight(connection: sqlite3.Connection, failures: list[Failure], owner: str, now: float) -> None:
+    """Move the in-flight rows of failed envelopes that `owner` still holds to dead-letter, each with its
+    reason and attempt count."""
+    keys = [(-f.envelope.pending_id, f.envelope.log_id, owner) for f in failures]
+    connection.executemany(
+        f"INSERT INTO dead_letter ({_DEAD_LETTER_COLUMNS}) SELECT log_id, index_name, document, received_at, ?, ?, ?"
+        " FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?",
+        [(f.envelope.attempts, f.reason, now, *key) for f, key in zip(failures, keys)])
+    connection.executemany("DELETE FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?", keys)
+
+
+def in_flight_owners(connection: sqlite3.Connection) -> list[str]:
+    """Every owner holding in-flight rows: a scan, as the table has no index; adoption alone asks, now and
+    then, and the table holds only what the processes have in memory."""
+    return [owner for (owner,) in connection.execute("SELECT DISTINCT owner FROM in_flight")]
+
+
+def adopt_in_flight(connection: sqlite3.Connection, owner: str) -> int:
+    """Move up to CHUNK_ROWS in-flight rows of `owner` (a dead process) to `pending`, unowned and due (as of
+    when they were received), for a replay; returns how many. Those it had delivered but not yet deleted
+    are delivered again and answered 409."""
+    moved = connection.execute(
+        f"INSERT INTO pending ({_PENDING_COLUMNS}) SELECT log_id, index_name, document, received_at, 0, received_at,"
+        " NULL, NULL FROM in_flight WHERE owner = ? ORDER BY id LIMIT ?", (owner, CHUNK_ROWS)).rowcount
+    connection.execute("DELETE FROM in_flight WHERE id IN (SELECT id FROM in_flight WHERE owner = ? ORDER BY id"
+                       " LIMIT ?)", (owner, CHUNK_ROWS))
+    return moved
+
+
 def move_to_dead_letter(connection: sqlite3.Connection, now: float) -> int:
     """Move the pending rows listed in the connection's `doomed` table to dead-letter, each with its reason
     and attempt count, and empty the list; returns how many moved. One statement each way, however many."""
@@ -65,6 +148,10 @@ def move_to_dead_letter(connection: sqlite3.Connection, now: float) -> int:
 def dead_letter_failures(connection: sqlite3.Connection, failures: list[Failure], owner: str, now: float) -> None:
     """Dead-letter failed envelopes, but of those stored only the rows `owner` still holds: a row adopted
     by another process (this one was taken for dead) is that process's to settle."""
+    in_flight = [f for f in failures if is_in_flight(f.envelope.pending_id)]
+    if in_flight:
+        dead_letter_in_flight(connection, in_flight, owner, now)
+        failures = [f for f in failures if not is_in_flight(f.envelope.pending_id)]
     unstored = [f for f in failures if f.envelope.pending_id is None]
     if unstored:  # an event that never had a row gets one, to be moved like the others
         new_ids = iter(insert_pending(connection, [pending_row(f.envelope, now, owner, None) for f in unstored]))
@@ -203,28 +290,36 @@ def list_dead_letters(connection: sqlite3.Connection, reason: str | None, limit:
 
 
 def byte_counts(connection: sqlite3.Connection) -> tuple[int, int]:
-    """The documents' bytes in pending and in dead-letter, as the triggers keep them (no scan)."""
+    """The documents' bytes in pending and in dead-letter, as the triggers keep them (no scan); in-flight
+    rows have no trigger and are not counted here (see SqliteStore.backlog_bytes)."""
     counters = dict(connection.execute("SELECT name, value FROM counters"))
     return counters["pending_bytes"], counters["dead_letter_bytes"]
 
 
 def statistics(connection: sqlite3.Connection) -> PendingStatistics:
+    """Pending and in-flight rows together: both are events not yet confirmed delivered."""
     rows, oldest = connection.execute("SELECT count(*), min(received_at) FROM pending").fetchone()
     histogram = dict(connection.execute("SELECT attempts, count(*) FROM pending GROUP BY attempts"))
+    flying, flying_oldest, flying_bytes = connection.execute(
+        "SELECT count(*), min(received_at), coalesce(sum(length(document)), 0) FROM in_flight").fetchone()
+    if flying:  # never tried yet
+        histogram[0] = histogram.get(0, 0) + flying
+    oldest = min((t for t in (oldest, flying_oldest) if t is not None), default=None)
     (dead,) = connection.execute("SELECT count(*) FROM dead_letter").fetchone()
     pending_bytes, dead_bytes = byte_counts(connection)
-    return PendingStatistics(rows, pending_bytes, oldest, histogram, dead, dead_bytes)
+    return PendingStatistics(rows + flying, pending_bytes + flying_bytes, oldest, histogram, dead, dead_bytes)
 
 
 def copy_rows(source: sqlite3.Connection, target: sqlite3.Connection) -> tuple[int, int]:
-    """Copy every pending and dead-letter row from `source` into `target` with the same ids, so that the
+    """Copy every pending, dead-letter and in-flight row from `source` into `target` with the same ids, so that the
     envelopes in memory still name their rows. A row already there with its id and log_id is skipped:
     several processes may each merge their view of one old file. A row whose id another event holds (a
     process wrote into the old file as it was deleted) comes in with a new id, unowned, to be replayed.
-    Runs its own transactions on `target`, CHUNK_ROWS rows each. Returns the pending and dead-letter rows
-    copied."""
+    Runs its own transactions on `target`, CHUNK_ROWS rows each. Returns the pending (in flight included)
+    and dead-letter rows copied."""
     copied = []
-    for table, columns in (("pending", _PENDING_COLUMNS), ("dead_letter", _DEAD_LETTER_COLUMNS)):
+    for table, columns in (("pending", _PENDING_COLUMNS), ("dead_letter", _DEAD_LETTER_COLUMNS),
+                           ("in_flight", _IN_FLIGHT_COLUMNS)):
         count, after = 0, 0
         values = ", ".join("?" * (columns.count(",") + 1))
         while rows := source.execute(f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?",
@@ -238,7 +333,13 @@ def copy_rows(source: sqlite3.Connection, target: sqlite3.Connection) -> tuple[i
                 strangers = [row[1:] for row in rows if present[row[0]] != row[1]]
                 if table == "pending":
                     strangers = [(*row[:6], None, row[7]) for row in strangers]
-                count += target.executemany(f"INSERT INTO {table} ({columns}) VALUES ({values})", strangers).rowcount
+                if table == "in_flight":  # its envelope names another row now: replayed from pending instead
+                    count += target.executemany(
+                        f"INSERT INTO pending ({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, NULL, NULL)",
+                        [(*row[:4], row[3]) for row in strangers]).rowcount
+                else:
+                    count += target.executemany(f"INSERT INTO {table} ({columns}) VALUES ({values})",
+                                                strangers).rowcount
                 target.execute("COMMIT")
             except BaseException:
                 if target.in_transaction:
@@ -246,7 +347,7 @@ def copy_rows(source: sqlite3.Connection, target: sqlite3.Connection) -> tuple[i
                 raise
             after = rows[-1][0]
         copied.append(count)
-    return copied[0], copied[1]
+    return copied[0] + copied[2], copied[1]
 
 
 def _reason_filter(reason: str | None) -> tuple[str, tuple]:

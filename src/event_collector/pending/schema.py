@@ -83,7 +83,25 @@ CREATE TRIGGER dead_letter_bytes_removed AFTER DELETE ON dead_letter BEGIN
 END;
 """
 
-_MIGRATIONS: list[str] = [_VERSION_1, _VERSION_2]
+# Durable mode writes every accepted event before its answer, one small group commit after another, and
+# SQLite writes whole pages per commit: the pending table's leaf, `sqlite_sequence`, the `pending_owner`
+# leaf and the `counters` row made ~20 KB per event (bench/RESULTS.md). Rows in flight (committed, leased
+# to the process that holds them in memory) now go to a table of their own with nothing else to update
+# per commit: no AUTOINCREMENT (`id` is the rowid; a delete names its row by (id, log_id), so a reused id
+# never hits another event), no index (its owner is read only by adoption, a rare scan) and no trigger
+# (its bytes are counted by the processes, see sqlite.py). A row that must wait moves to `pending`.
+_VERSION_3 = """
+CREATE TABLE in_flight (
+    id INTEGER PRIMARY KEY,
+    log_id TEXT NOT NULL,
+    index_name TEXT NOT NULL,
+    document BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    owner TEXT NOT NULL
+);
+"""
+
+_MIGRATIONS: list[str] = [_VERSION_1, _VERSION_2, _VERSION_3]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

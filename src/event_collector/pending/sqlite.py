@@ -61,9 +61,12 @@ class SqliteStore:
         self._clock = clock
         self._liveness = Liveness(path, self.owner, owner_timeout_seconds, clock)
         self.engine = Engine(path, refresh=self._read_byte_counts, replace=self._move_into_new_file)
-        # The documents' bytes, pending and dead-letter, over all processes, as of this one's last transaction.
-        self.backlog_bytes = 0
+        # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
+        # (kept by triggers), and the bytes of this process's own rows in flight (kept here: in_flight has
+        # no trigger, which would write a page per commit). See `backlog_bytes`.
+        self._pending_bytes = 0
         self.dead_letter_bytes = 0
+        self._in_flight_bytes = 0
         self._adopted_at = -math.inf
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -79,8 +82,20 @@ class SqliteStore:
         finally:
             self._liveness.stop()
 
+    @property
+    def backlog_bytes(self) -> int:
+        """What PENDING_MAX_BYTES caps: the pending table's documents, every process's, plus the documents
+        this process holds in flight. Another live process's rows in flight are left out (they are events in
+        its memory, bounded by its share of QUEUE_CAPACITY, and counted by it); a dead process's are counted
+        by all once adopted into the pending table."""
+        return self._pending_bytes + self._in_flight_bytes
+
     def _read_byte_counts(self, connection: sqlite3.Connection) -> None:
-        self.backlog_bytes, self.dead_letter_bytes = rows.byte_counts(connection)
+        self._pending_bytes, self.dead_letter_bytes = rows.byte_counts(connection)
+
+    def _settled(self, envelopes: list[Envelope]) -> None:
+        """These envelopes' rows left `in_flight` (or another process adopted them): no longer ours to count."""
+        self._in_flight_bytes -= sum(len(e.document) for e in envelopes if rows.is_in_flight(e.pending_id))
 
     def _move_into_new_file(self, old: sqlite3.Connection) -> sqlite3.Connection:
         """The store's file was deleted or replaced while in use: what this process acknowledged would
@@ -112,17 +127,29 @@ class SqliteStore:
             return
         if enforce_cap:
             self.check_room()
-        now = self._clock()
-        owner = self.owner if leased else None
-        new_rows = [rows.pending_row(envelope, now, owner, None) for envelope in envelopes]
-        ids = await self.engine.write(Together(rows.insert_pending_together, new_rows))
+        if leased:  # in flight: durable mode's every accepted event, written as cheaply as can be
+            new_rows = [rows.in_flight_row(envelope, self.owner) for envelope in envelopes]
+            ids = await self.engine.write(Together(rows.insert_in_flight_together, new_rows))
+            self._in_flight_bytes += sum(len(envelope.document) for envelope in envelopes)
+        else:
+            now = self._clock()
+            new_rows = [rows.pending_row(envelope, now, None, None) for envelope in envelopes]
+            ids = await self.engine.write(Together(rows.insert_pending_together, new_rows))
         for envelope, row_id in zip(envelopes, ids):
             envelope.pending_id = row_id
 
     async def delivered(self, envelopes: list[Envelope]) -> None:
         keys = [(e.pending_id, e.log_id) for e in envelopes if e.pending_id is not None]
+        in_flight = [key for key in keys if rows.is_in_flight(key[0])]
+        pending = [key for key in keys if not rows.is_in_flight(key[0])]
+
+        def delete(connection: sqlite3.Connection) -> None:
+            rows.delete_in_flight(connection, in_flight)
+            rows.delete_pending(connection, pending)
+
         if keys:
-            await self.engine.write(lambda c: rows.delete_pending(c, keys))
+            await self.engine.write(delete)
+            self._settled(envelopes)
 
     async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
         if not failures:
@@ -142,15 +169,23 @@ class SqliteStore:
         new = [f for f in waiting if f.envelope.pending_id is None]
         new_rows = [rows.pending_row(f.envelope, now + self._backoff_seconds(f.envelope.attempts), None, f.reason)
                     for f in new]
+        stored = [f for f in waiting if f.envelope.pending_id is not None]
         updates = [(f.envelope.attempts, now + self._backoff_seconds(f.envelope.attempts), f.reason,
-                    f.envelope.pending_id, f.envelope.log_id) for f in waiting if f.envelope.pending_id is not None]
+                    f.envelope.pending_id, f.envelope.log_id)
+                   for f in stored if not rows.is_in_flight(f.envelope.pending_id)]
+        # An in-flight row that must wait moves to the pending table, where retries are kept.
+        moves = [(f.envelope.pending_id, f.envelope.log_id, f.envelope.attempts,
+                  now + self._backoff_seconds(f.envelope.attempts), f.reason)
+                 for f in stored if rows.is_in_flight(f.envelope.pending_id)]
 
         def keep(connection: sqlite3.Connection) -> range | None:
             rows.keep_for_retry(connection, updates, self.owner)
+            rows.move_in_flight(connection, moves, self.owner)
             rows.dead_letter_failures(connection, exhausted, self.owner, now)
             return rows.insert_pending(connection, new_rows) if new_rows else None
 
         ids = await self.engine.write(keep)
+        self._settled([f.envelope for f in failures])
         for failure, row_id in zip(new, ids or ()):
             failure.envelope.pending_id = row_id
 
@@ -161,11 +196,22 @@ class SqliteStore:
         if failures:
             now = self._clock()
             await self.engine.write(lambda c: rows.dead_letter_failures(c, failures, self.owner, now))
+            self._settled([f.envelope for f in failures])
 
     async def release(self, envelopes: list[Envelope]) -> None:
-        keys = [(e.pending_id, e.log_id) for e in envelopes if e.pending_id is not None]
-        if keys:
-            await self.engine.write(lambda c: rows.release(c, keys, self.owner))
+        keys = [(e.pending_id, e.log_id) for e in envelopes
+                if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
+        now = self._clock()
+        # In-flight rows move to the pending table, due now, for the replayer.
+        moves = [(e.pending_id, e.log_id, e.attempts, now, None) for e in envelopes if rows.is_in_flight(e.pending_id)]
+
+        def release(connection: sqlite3.Connection) -> None:
+            rows.release(connection, keys, self.owner)
+            rows.move_in_flight(connection, moves, self.owner)
+
+        if keys or moves:
+            await self.engine.write(release)
+            self._settled(envelopes)
 
     async def claim_due(self, limit: int) -> list[Envelope]:
         if limit <= 0:
@@ -182,10 +228,12 @@ class SqliteStore:
 
     async def adopt_orphans(self) -> int:
         self._adopted_at = self._clock()
-        dead = [owner for owner in await self.engine.call(rows.lease_owners) if not self._liveness.is_alive(owner)]
+        owners = set(await self.engine.call(rows.lease_owners)) | set(await self.engine.call(rows.in_flight_owners))
+        dead = sorted(owner for owner in owners if not self._liveness.is_alive(owner))
         adopted = 0
         for owner in dead:
             adopted += await self._in_chunks(lambda c, owner=owner: rows.free_rows_of(c, owner))
+            adopted += await self._in_chunks(lambda c, owner=owner: rows.adopt_in_flight(c, owner))
         if adopted:
             log.warning("adopted %d pending rows of %d processes that stopped beating; they are replayed now",
                         adopted, len(dead))
