@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,13 +38,17 @@ def variants() -> dict[str, dict[str, str]]:
 
 
 def opensearch_cpu_seconds() -> float:
-    """CPU seconds of the dev node's JVM so far (0 when it is not ours to read)."""
-    found = subprocess.run([str(run.REPO / "scripts" / "opensearch-dev"), "pid"], capture_output=True, text=True)
-    pid = found.stdout.strip()
-    if found.returncode != 0 or not pid:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds so far of the JVMs on this machine that run OpenSearch (0 when there are none)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+            if entry.name.isdigit() and command.startswith(b"java") and b"opensearch" in command:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
 
 
 def main() -> int:
