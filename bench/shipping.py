@@ -18,8 +18,10 @@ Usage: .venv/bin/python bench/shipping.py
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,17 +40,15 @@ def variants() -> dict[str, dict[str, str]]:
 
 
 def opensearch_cpu_seconds() -> float:
-    """CPU seconds so far of the JVMs on this machine that run OpenSearch (0 when there are none)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes()
-            if entry.name.isdigit() and command.startswith(b"java") and b"opensearch" in command:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
+    """CPU seconds so far of the OpenSearch node at OPEN_SEARCH_DNS's port, when it runs on this machine (else 0).
+    Other JVMs on the machine (nodes that tests start) are left out."""
+    port = run.OPENSEARCH.rsplit(":", 1)[-1].strip("/")
+    found = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
+    match = re.search(r"pid=(\d+)", found.stdout)
+    if not match:
+        return 0.0
+    fields = Path(f"/proc/{match.group(1)}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
