@@ -79,7 +79,11 @@ def main() -> int:
                 bench.record(f"end_to_end[{mode}] {name}", **sample)
                 rates[name] = sample["events_per_second"]
             jvm = opensearch_cpu_seconds()
-            bench.limit_opensearch()
+            try:
+                bench.limit_opensearch()
+            except Exception as exc:  # an overloaded shared node times out now and then: lose the round only
+                print(f"  limit_opensearch failed ({exc!r}): no ratio this round", flush=True)
+                continue
             limit = bench.samples["limit_opensearch"][-1]["events_per_second"]
             print(f"  limit_opensearch: OpenSearch CPU s per 10k (probes included) "
                   f"{(opensearch_cpu_seconds() - jvm) / (run.E2E_EVENTS * 1.6) * 10_000:.2f}", flush=True)
