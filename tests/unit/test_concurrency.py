@@ -99,3 +99,15 @@ def test_fixed_keeps_every_sender_busy_whatever_happens():
     assert controller.limit == 10
     busy_window(controller, clock, 5.0, pushback=True)
     assert controller.limit == 10
+
+
+def test_the_limit_is_shown_in_the_metrics():
+    from event_collector import metrics
+
+    clock = Clock()
+    controller = AdaptiveConcurrency(8, clock=clock)
+    busy_window(controller, clock, 0.2)
+    busy_window(controller, clock, 0.2)
+    assert metrics.bulk_concurrency._value.get() == controller.limit == 3
+    controller.bound(2)
+    assert metrics.bulk_concurrency._value.get() == controller.limit == 2

@@ -30,8 +30,7 @@ class Batcher:
         self._linger_seconds = min(linger, flush_interval_seconds)
         # Without a controller every sender may send at once.
         self.concurrency = concurrency or AdaptiveConcurrency(senders, adaptive=False)
-        self.concurrency.maximum = min(self.concurrency.maximum, senders)
-        self.concurrency.limit = min(self.concurrency.limit, senders)
+        self.concurrency.bound(senders)
         # Set whenever a batch is settled: there may be room for the next one.
         self._room = asyncio.Event()
         # Batches cut and not settled yet (queued or with a sender): none means every sender is idle.

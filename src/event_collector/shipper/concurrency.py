@@ -21,6 +21,8 @@ import math
 import time
 from typing import Callable
 
+from .. import metrics
+
 # Vector's defaults: a past RTT weighted 0.4 per window, and a cut of 10% per decrease.
 EWMA_ALPHA = 0.4
 DECREASE_RATIO = 0.9
@@ -36,12 +38,19 @@ class AdaptiveConcurrency:
         self.adaptive = adaptive
         # Fixed: every sender may send at once (the behaviour before this controller).
         self.limit = 1 if adaptive else self.maximum
+        metrics.bulk_concurrency.set(self.limit)
         self._clock = clock
         self._usual_latency: float | None = None
         self._window_ends = 0.0
         self._window_latencies: list[float] = []
         self._window_pushback = False
         self._window_full = False
+
+    def bound(self, maximum: int) -> None:
+        """Never more than `maximum` in flight (the senders there are)."""
+        self.maximum = max(1, min(self.maximum, maximum))
+        self.limit = min(self.limit, self.maximum)
+        metrics.bulk_concurrency.set(self.limit)
 
     def started(self, in_flight: int) -> None:
         """A request is about to go with `in_flight` requests out, itself included."""
@@ -72,5 +81,6 @@ class AdaptiveConcurrency:
             self.limit = max(1, math.floor(self.limit * DECREASE_RATIO))
         elif full and mean is not None:
             self.limit = min(self.maximum, self.limit + 1)
+        metrics.bulk_concurrency.set(self.limit)
         if mean is not None:
             self._usual_latency = mean if usual is None else usual + EWMA_ALPHA * (mean - usual)
