@@ -26,6 +26,7 @@ from .retry import Backoff, Breaker
 from .settings import Settings
 from .shipper.batcher import Batcher
 from .shipper.client import OpenSearchClient
+from .shipper.concurrency import AdaptiveConcurrency
 from .shipper.sender import Sender
 from .shipper.template import TemplateGuard
 from .shipper.worker import Shipper
@@ -41,13 +42,14 @@ class Collector:
         """`runs_janitor`: whether this process does the store's maintenance (one process per store)."""
         self.settings = settings
         self.runs_janitor = runs_janitor
-        self.buffer = Buffer(settings.queue_capacity, settings.bulk_size)
+        self.buffer = Buffer(settings.queue_capacity, settings.bulk_size, settings.bulk_max_bytes)
         self.store = open_store(settings)
         self.client = OpenSearchClient.from_settings(settings, max_connections=settings.bulk_workers + 2)
         self.template = TemplateGuard(self.client, settings.server_environment)
         self.breaker = Breaker(base_seconds=1.0, max_seconds=30.0)
         self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds,
-                               settings.bulk_linger_seconds)
+                               settings.bulk_linger_seconds,
+                               AdaptiveConcurrency(settings.bulk_workers, adaptive=settings.bulk_adaptive_concurrency))
         self.senders = [
             Sender(self.batcher, Shipper(self.buffer, self.client, self.store, self.template), self.breaker,
                    self.buffer)

@@ -86,6 +86,10 @@ delivery_paused = Gauge(
 )
 buffer_events = Gauge("event_collector_buffer_events", "Events waiting in the in-memory buffer", registry=REGISTRY,
                       multiprocess_mode="livesum")
+bulk_concurrency = Gauge(
+    "event_collector_bulk_concurrency", "_bulk requests allowed in flight at once (BULK_ADAPTIVE_CONCURRENCY)",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)
 
 
 def exposition() -> tuple[bytes, str]:

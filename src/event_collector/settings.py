@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_capacity: _AtLeastOne = 100_000
     bulk_workers: _AtLeastOne = 10
     bulk_size: _AtLeastOne = 1000
+    # A bulk request's documents in bytes at most (an event larger than that goes alone); docs/delivery.md.
+    bulk_max_bytes: Annotated[int, Meta(ge=64 * 1024, le=1024 * 1024 * 1024)] = 5 * 1024 * 1024
+    # How many of BULK_WORKERS may send at once: adapted to OpenSearch's latency, or all of them always.
+    bulk_adaptive_concurrency: bool = True
     flush_interval_seconds: _Seconds = 10.0
     # How long a partial batch waits while every sender is idle; at least FLUSH_INTERVAL_SECONDS turns it off.
     bulk_linger_seconds: _GraceSeconds = 0.1

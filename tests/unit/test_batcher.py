@@ -81,3 +81,28 @@ async def test_a_linger_as_long_as_the_flush_interval_keeps_the_original_behavio
     buffer.offer(envelope(0))
     ids, waited = await next_ready(batcher)
     assert ids == ["0"] and waited >= 0.4
+
+
+async def test_no_more_batches_are_out_than_the_concurrency_limit(running):
+    from event_collector.shipper.concurrency import AdaptiveConcurrency
+
+    buffer = Buffer(capacity=100, batch_size=2)
+    controller = AdaptiveConcurrency(4)  # starts at one bulk in flight
+    batcher = running(Batcher(buffer, senders=4, flush_interval_seconds=3600, linger_seconds=3600,
+                              concurrency=controller))
+    buffer.offer_many([envelope(n) for n in range(6)])
+    assert (await next_ready(batcher))[0] == ["0", "1"]
+    with pytest.raises(asyncio.TimeoutError):  # a full batch waits while the one allowed bulk is out
+        await next_ready(batcher, timeout=0.3)
+    controller.limit = 2  # the controller allows one more: it goes once the batcher looks again
+    batcher.sender_free()
+    assert (await next_ready(batcher))[0] == ["2", "3"]
+    assert (await next_ready(batcher))[0] == ["4", "5"]
+
+
+async def test_the_concurrency_limit_never_exceeds_the_senders():
+    from event_collector.shipper.concurrency import AdaptiveConcurrency
+
+    batcher = Batcher(Buffer(capacity=10, batch_size=2), senders=2, flush_interval_seconds=1,
+                      concurrency=AdaptiveConcurrency(10, adaptive=False))
+    assert batcher.concurrency.limit == 2 and batcher.concurrency.maximum == 2

@@ -58,6 +58,7 @@ class Sender:
             except BaseException:
                 self._breaker.abandoned()
                 raise
+            self._batcher.concurrency.observe(self._shipper.latency, self._shipper.pushback)
             if verdict is Verdict.SETTLED:
                 self._breaker.succeeded()
                 parts.pop(0)

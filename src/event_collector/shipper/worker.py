@@ -12,7 +12,7 @@ from ..envelope import Envelope
 from ..exceptions import OpenSearchUnavailable, StoreError
 from ..pending import Failure, PendingStore
 from ..retry import pause_reason
-from .bulk import bulk_body, classify
+from .bulk import BulkOutcome, bulk_body, classify
 from .client import OpenSearchClient
 from .template import TemplateGuard
 
@@ -38,20 +38,28 @@ class Shipper:
         self.setback = False
         # Events answered 2xx that this shipper could keep nowhere (logged as CRITICAL).
         self.lost = 0
+        # What the last request tells the concurrency controller: how long OpenSearch took to answer (None
+        # when it did not), and whether it pushed back (paused, or items to retry: 429s, 5xx, blocks).
+        self.latency: float | None = None
+        self.pushback = False
 
     async def ship(self, batch: list[Envelope]) -> Verdict:
         self.setback = False
-        started = time.perf_counter()
+        self.latency, self.pushback = None, True
         try:
             await self._template.ensure()
-            status, body = await self._client.bulk(bulk_body(batch))
+            body_bytes = bulk_body(batch)
+            started = time.perf_counter()
+            status, body = await self._client.bulk(body_bytes)
         except OpenSearchUnavailable as exc:
             metrics.bulk_requests.labels("unreachable").inc()
             self.pause_reason = str(exc)
             return Verdict.PAUSED
-        metrics.bulk_duration.observe(time.perf_counter() - started)
+        self.latency = time.perf_counter() - started
+        metrics.bulk_duration.observe(self.latency)
         if status == 413:
             metrics.bulk_requests.labels("too_large").inc()
+            self.pushback = False
             self.pause_reason = (f"a bulk request of {len(batch)} events was refused as too large (413): raise the "
                                  "body limit of OpenSearch (http.max_content_length) or of the proxy in front")
             return Verdict.TOO_LARGE
@@ -60,10 +68,12 @@ class Shipper:
             metrics.bulk_requests.labels("paused").inc()
             self.pause_reason = reason
             return Verdict.PAUSED
-        await self._settle(batch, classify(batch, status, body))
+        outcome = classify(batch, status, body)
+        self.pushback = bool(outcome.retry)
+        await self._settle(batch, outcome)
         return Verdict.SETTLED
 
-    async def _settle(self, batch: list[Envelope], outcome) -> None:
+    async def _settle(self, batch: list[Envelope], outcome: BulkOutcome) -> None:
         metrics.bulk_requests.labels(
             "failed" if outcome.retry else "rejected" if outcome.rejected else "ok").inc()
         metrics.events_delivered.inc(len(outcome.delivered))
