@@ -290,7 +290,8 @@ class Bench:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         bootstrap = f"127.0.0.1:{free_port()}"
-        kafka_env = {**os.environ, "KAFKA_DEV_DIR": str(self.workdir / "kafka"), "KAFKA_DEV_BROKERS": "1",
+        # A state directory per round: kafka-dev keeps a directory's ports from its first start.
+        kafka_env = {**os.environ, "KAFKA_DEV_DIR": str(self.workdir / f"kafka-{uuid.uuid4().hex[:8]}"), "KAFKA_DEV_BROKERS": "1",
                      "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         kafka_dev = str(REPO / "scripts" / "kafka-dev")
         subprocess.run([kafka_dev, "start"], env=kafka_env, check=True, capture_output=True)
