@@ -706,3 +706,25 @@ class KafkaCluster:
         wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout=30,
                    message=f"Kafka broker pid {pid} to die")
         return port
+
+
+SCHEMA_2_COLUMNS = "log_id, index_name, document, received_at, attempts, next_attempt_at, lease_owner, last_error"
+
+
+def write_store_of_schema_2(path, rows: list[tuple]) -> None:
+    """A pending store as schema 2 left it (rows in flight leased in `pending`), written by schema 2's own
+    statements (migrations 1 and 2, unchanged): `rows` are values for SCHEMA_2_COLUMNS of `pending`."""
+    import sqlite3
+
+    from event_collector.pending import schema
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("BEGIN IMMEDIATE")
+    for script in schema._MIGRATIONS[:2]:
+        schema._run_script(connection, script)
+    connection.execute("PRAGMA user_version = 2")
+    connection.executemany(f"INSERT INTO pending ({SCHEMA_2_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    connection.execute("COMMIT")
+    connection.close()

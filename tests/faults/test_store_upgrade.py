@@ -9,30 +9,20 @@ import msgspec
 
 from event_collector.envelope import index_name
 from event_collector.pending import schema
-from support import assert_delivered_exactly_once, wait_until
+from support import assert_delivered_exactly_once, wait_until, write_store_of_schema_2
 
 _DEAD_OWNER = "0123456789abcdef0123456789abcdef"
-_COLUMNS = "log_id, index_name, document, received_at, attempts, next_attempt_at, lease_owner, last_error"
 
 
 def make_store_of_schema_2(path, environment: str, in_flight: list[str], waiting: list[str]) -> None:
-    """Written by the statements of schema 2 (migrations 1 and 2, unchanged), as its durable mode left it."""
+    """As schema 2's durable mode left it: `in_flight` leased to a dead process, `waiting` due for a retry."""
     now = time.time()
     index = index_name(environment, now)
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("BEGIN IMMEDIATE")
-    for script in schema._MIGRATIONS[:2]:
-        schema._run_script(connection, script)
-    connection.execute("PRAGMA user_version = 2")
     rows = [(log_id, index, msgspec.json.encode({"log_id": log_id, "page": "/home", "event": "upgrade"}), now, 0,
              now, _DEAD_OWNER, None) for log_id in in_flight]
     rows += [(log_id, index, msgspec.json.encode({"log_id": log_id, "page": "/home", "event": "upgrade"}), now, 1,
               now, None, "503") for log_id in waiting]
-    connection.executemany(f"INSERT INTO pending ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    connection.execute("COMMIT")
-    connection.close()
+    write_store_of_schema_2(path, rows)
 
 
 def test_a_store_of_the_previous_schema_is_migrated_and_every_row_delivered(collector_factory, opensearch, tmp_path):

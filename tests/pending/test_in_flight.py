@@ -10,6 +10,7 @@ import pytest
 from event_collector.envelope import Envelope
 from event_collector.exceptions import StoreFull
 from event_collector.pending import Failure, SqliteStore, schema
+from support import write_store_of_schema_2
 
 _OWNER_OF_MAIN = "0123456789abcdef0123456789abcdef"
 
@@ -170,22 +171,12 @@ async def test_a_dead_processes_rows_in_flight_count_for_the_cap_once_adopted(tm
 
 def make_store_of_main(path) -> None:
     """A store as `main` (schema 2) leaves it: one process's rows in flight, leased in `pending`, and
-    rows waiting for a retry; written by main's own statements (migrations 1 and 2, unchanged)."""
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("BEGIN IMMEDIATE")
-    for script in schema._MIGRATIONS[:2]:
-        schema._run_script(connection, script)
-    connection.execute("PRAGMA user_version = 2")
-    columns = "log_id, index_name, document, received_at, attempts, next_attempt_at, lease_owner, last_error"
-    connection.executemany(f"INSERT INTO pending ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+    rows waiting for a retry."""
+    write_store_of_schema_2(path, [
         ("flying-1", "events_t_2026-11", b'{"n":1}', 1000.0, 0, 1000.0, _OWNER_OF_MAIN, None),
         ("waiting", "events_t_2026-11", b'{"n":22}', 1001.0, 2, 1500.0, None, "429 busy"),
         ("flying-2", "events_t_2026-11", b'{"n":333}', 1002.0, 0, 1002.0, _OWNER_OF_MAIN, None),
     ])
-    connection.execute("COMMIT")
-    connection.close()
 
 
 async def test_a_store_of_the_previous_schema_opens_and_every_row_is_replayed(tmp_path):
