@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import OPENSEARCH_URL, CollectorProcess, OpenSearch  # noqa: E402
+from support import OPENSEARCH_URL, CollectorProcess, KafkaCluster, OpenSearch  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +61,14 @@ def pytest_terminal_summary(terminalreporter):
         for r in REPORTS:
             terminalreporter.write_line(f"{r['test']:58} {r['sent']:>7} {r['answered_2xx']:>7} {r['indexed']:>7}"
                                         f" {r['lost']:>5} {r['duplicated']:>5}")
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory) -> KafkaCluster:
+    """A three-broker Kafka of the test module's own (modules kill brokers; one start per module keeps CI
+    affordable). A module that wants another shape defines its own `kafka` fixture."""
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

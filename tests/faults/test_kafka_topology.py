@@ -15,19 +15,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from support import (OPENSEARCH_URL, CollectorProcess, Haproxy, KafkaCluster, ResendingLoad,
+from support import (OPENSEARCH_URL, CollectorProcess, Haproxy, ResendingLoad,
                      assert_delivered_exactly_once, unique_environment, wait_until)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory) -> KafkaCluster:
-    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
 
 
 class Indexer:

@@ -23,15 +23,6 @@ from support import (OPENSEARCH_URL, CollectorProcess, KafkaCluster, Load, deliv
 PARTITIONS = 3
 
 
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory) -> KafkaCluster:
-    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture
 def kafka_collector(tmp_path: Path, kafka: KafkaCluster):
     """Start a kafka-mode collector whose topic exists (3 partitions, replication 3, min.insync.replicas 2)."""

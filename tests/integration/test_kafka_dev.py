@@ -3,9 +3,6 @@ the kill -9 of a broker without losing or duplicating what an idempotent acks=al
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -13,15 +10,6 @@ from support import KafkaCluster, wait_until
 
 PARTITIONS = 3
 PER_ROUND = 1000
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory) -> KafkaCluster:
-    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
 
 
 def produce(bootstrap: str, topic: str, first: int, count: int) -> None:
