@@ -33,6 +33,14 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: fl
         time.sleep(interval)
 
 
+def journal_events(database) -> list:
+    """The events in flight every process's journal beside the store holds unsettled (pending/journal.py)."""
+    from event_collector.pending import journal
+
+    return [event for directory in journal.journal_directories(str(database))
+            for _, events in journal.unsettled_events(directory) for event in events]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -200,12 +208,12 @@ class CollectorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def pending_rows(self) -> int:
-        """Events stored and not confirmed delivered: the pending table's rows and the rows in flight."""
+        """Events stored and not confirmed delivered: the pending table's rows and the events in flight."""
         import sqlite3
 
         with sqlite3.connect(self.database) as connection:
-            return connection.execute("SELECT (SELECT count(*) FROM pending) + (SELECT count(*) FROM in_flight)"
-                                      ).fetchone()[0]
+            (rows,) = connection.execute("SELECT count(*) FROM pending").fetchone()
+        return rows + len(journal_events(self.database))
 
     def dead_letters(self) -> list[tuple]:
         import sqlite3

@@ -8,7 +8,9 @@ from support import assert_delivered_exactly_once, event, free_port, metric, wai
 def test_deleting_the_store_under_a_running_collector_loses_nothing(collector_factory, opensearch, tmp_path):
     database = tmp_path / "pending.db"
     # OpenSearch unreachable: every acknowledged event waits in memory and in the store.
-    stranded = collector_factory(DATABASE=database, ACK_MODE="durable",
+    # The janitor reads the store every second here: the events in flight are in the journal, not in the
+    # file, so its next read is what notices the deletion.
+    stranded = collector_factory(DATABASE=database, ACK_MODE="durable", JANITOR_INTERVAL_SECONDS=1,
                                  OPEN_SEARCH_DNS=f"http://127.0.0.1:{free_port()}")
     before = [event() for _ in range(200)]
     assert {stranded.post_event(e).status_code for e in before} == {200}
@@ -17,7 +19,8 @@ def test_deleting_the_store_under_a_running_collector_loses_nothing(collector_fa
     after = [event() for _ in range(100)]
     statuses = [stranded.post_event(e).status_code for e in after]
     assert set(statuses) <= {200, 503}, statuses
-    noticed = metric(stranded, "event_collector_store_replaced_total")
+    noticed = wait_until(lambda: metric(stranded, "event_collector_store_replaced_total"), timeout=30,
+                         message="the deleted store to be noticed")
     assert stranded.stop() == 0
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)

@@ -94,8 +94,8 @@ async def test_a_stale_copy_never_clears_a_lease_another_owner_holds(tmp_path):
     await stale.open()
     await adopter.open()
     try:
-        copies = [envelope(1), envelope(2), envelope(3)]
-        await stale.add(copies, leased=True)
+        await stale.add([envelope(1), envelope(2), envelope(3)], leased=False)
+        copies = await stale.claim_due(10)  # leased to it in the pending table
         # The stale owner stops beating (frozen) for longer than the timeout: its rows are adopted.
         clock.now += 31
         adopter._liveness.beat()
@@ -116,7 +116,8 @@ async def test_rows_of_an_owner_that_stopped_beating_are_adopted_and_replayed(tm
     clock = Clock()
     crashed = new_store(tmp_path / "shared.db", clock=clock, owner_timeout_seconds=30)
     await crashed.open()
-    await crashed.add([envelope(1), envelope(2)], leased=True)
+    await crashed.add([envelope(1), envelope(2)], leased=False)
+    assert len(await crashed.claim_due(10)) == 2  # leased to it in the pending table
     survivor = new_store(tmp_path / "shared.db", clock=clock, owner_timeout_seconds=30)
     await survivor.open()
     try:

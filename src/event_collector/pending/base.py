@@ -11,7 +11,7 @@ never tried yet, in a table of their own, to write less per commit: docs/deliver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..envelope import Envelope
@@ -46,6 +46,15 @@ class PendingStatistics:
     dead_letter_rows: int
     # Bytes of the dead letters' documents: what DEAD_LETTER_MAX_BYTES bounds.
     dead_letter_bytes: int
+
+    def with_in_flight(self, count: int, size: int, oldest: float | None) -> "PendingStatistics":
+        """These figures and events in flight besides (never tried yet: attempt 0)."""
+        histogram = dict(self.attempts_histogram)
+        if count:
+            histogram[0] = histogram.get(0, 0) + count
+        oldest = min((t for t in (self.oldest_received_at, oldest) if t is not None), default=None)
+        return replace(self, rows=self.rows + count, bytes=self.bytes + size, oldest_received_at=oldest,
+                       attempts_histogram=histogram)
 
 
 class PendingStore(Protocol):

@@ -1,15 +1,14 @@
 """The SQL for rows: every statement that reads or writes pending and dead-letter rows.
 
 Each function takes a connection inside one of the engine's transactions, unless it says otherwise. A
-pending row comes in by `insert_pending`, or moved from `in_flight` (`move_in_flight`, `adopt_in_flight`);
-a dead letter as a pending row moved by `move_to_dead_letter` (an event that never had a row gets one
-first) or as an in-flight row moved by `dead_letter_in_flight`. Only `copy_rows`, which carries a whole
-file over, writes the tables otherwise.
+pending row comes in by `insert_pending` (or `adopt_in_flight`); a dead letter as a pending row moved by
+`move_to_dead_letter` (an event that never had a row gets one first). Only `copy_rows`, which carries a
+whole file over, writes the tables otherwise.
 
-Rows in flight (durable mode: committed before the answer, leased to the process that holds the event in
-memory, never tried yet) live in `in_flight`, which has no index, trigger or AUTOINCREMENT, so that each
-group commit writes as few pages as it can (schema.py). An envelope names its in-flight row by the
-negative of its id: `pending_id is not None` still means "has a row", whichever table holds it.
+Durable mode's events in flight are not here but in each process's journal (journal.py); an envelope
+names its journal record by the negative of its sequence number, so `pending_id is not None` still means
+"is kept somewhere". The `in_flight` table (schema 3) held them before the journal; a file written by that
+version may still have rows there, which `adopt_in_flight` moves to `pending` once their owner is dead.
 Work over many rows (retention, adoption, requeue) is done `CHUNK_ROWS` at a time, one transaction each,
 so that no process holds the write lock for long.
 """
@@ -34,7 +33,7 @@ _IN_FLIGHT_COLUMNS = "log_id, index_name, document, received_at, owner"
 
 
 def is_in_flight(pending_id: int | None) -> bool:
-    """Whether an envelope's row is in `in_flight` (a negative id) rather than `pending`."""
+    """Whether an envelope is in its process's journal (a negative id) rather than a `pending` row."""
     return pending_id is not None and pending_id < 0
 
 
@@ -61,59 +60,6 @@ def insert_pending_together(connection: sqlite3.Connection, row_lists: list[list
         ranges.append(range(start, start + len(rows)))
         start += len(rows)
     return ranges
-
-
-def in_flight_row(envelope: Envelope, owner: str) -> tuple:
-    """A new in-flight row, in the column order of `insert_in_flight`."""
-    return envelope.log_id, envelope.index, envelope.document, envelope.received_at, owner
-
-
-def insert_in_flight(connection: sqlite3.Connection, rows: list[tuple]) -> range:
-    """Insert in-flight rows; returns the envelopes' ids for them (negative), in order."""
-    # Under BEGIN IMMEDIATE nobody else writes, and a table without AUTOINCREMENT gives each new row the
-    # largest id plus one, so the rows of one executemany get consecutive ids after the current largest.
-    (last,) = connection.execute("SELECT coalesce(max(id), 0) FROM in_flight").fetchone()
-    connection.executemany(f"INSERT INTO in_flight ({_IN_FLIGHT_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
-    return range(-(last + 1), -(last + 1 + len(rows)), -1)
-
-
-def insert_in_flight_together(connection: sqlite3.Connection, row_lists: list[list[tuple]]) -> list[range]:
-    """The in-flight inserts of one group commit as one `insert_in_flight`; each gets its own ids."""
-    ids = insert_in_flight(connection, [row for rows in row_lists for row in rows])
-    ranges, start = [], ids.start
-    for rows in row_lists:
-        ranges.append(range(start, start - len(rows), -1))
-        start -= len(rows)
-    return ranges
-
-
-def delete_in_flight(connection: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
-    """Delete in-flight rows by (envelope id, log_id), whoever holds them (see `delete_pending`)."""
-    connection.executemany("DELETE FROM in_flight WHERE id = ? AND log_id = ?", [(-i, log_id) for i, log_id in keys])
-
-
-def move_in_flight(connection: sqlite3.Connection, moves: list[tuple], owner: str) -> None:
-    """Move in-flight rows `owner` holds, given as (envelope id, log_id, attempts, next_attempt_at,
-    last_error), to `pending`, unowned: they wait there for a retry or the replayer. A row that is no
-    longer `owner`'s (adopted: this process was taken for dead) is left to the process that adopted it."""
-    keys = [(-move[0], move[1], owner) for move in moves]
-    connection.executemany(
-        f"INSERT INTO pending ({_PENDING_COLUMNS}) SELECT log_id, index_name, document, received_at, ?, ?, NULL, ?"
-        " FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?",
-        [(attempts, next_attempt_at, last_error, *key)
-         for (_, _, attempts, next_attempt_at, last_error), key in zip(moves, keys)])
-    connection.executemany("DELETE FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?", keys)
-
-
-def dead_letter_in_flight(connection: sqlite3.Connection, failures: list[Failure], owner: str, now: float) -> None:
-    """Move the in-flight rows of failed envelopes that `owner` still holds to dead-letter, each with its
-    reason and attempt count."""
-    keys = [(-f.envelope.pending_id, f.envelope.log_id, owner) for f in failures]
-    connection.executemany(
-        f"INSERT INTO dead_letter ({_DEAD_LETTER_COLUMNS}) SELECT log_id, index_name, document, received_at, ?, ?, ?"
-        " FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?",
-        [(f.envelope.attempts, f.reason, now, *key) for f, key in zip(failures, keys)])
-    connection.executemany("DELETE FROM in_flight WHERE id = ? AND log_id = ? AND owner = ?", keys)
 
 
 def in_flight_owners(connection: sqlite3.Connection) -> list[str]:
@@ -148,19 +94,19 @@ def move_to_dead_letter(connection: sqlite3.Connection, now: float) -> int:
 def dead_letter_failures(connection: sqlite3.Connection, failures: list[Failure], owner: str, now: float) -> None:
     """Dead-letter failed envelopes, but of those stored only the rows `owner` still holds: a row adopted
     by another process (this one was taken for dead) is that process's to settle."""
-    in_flight = [f for f in failures if is_in_flight(f.envelope.pending_id)]
-    if in_flight:
-        dead_letter_in_flight(connection, in_flight, owner, now)
-        failures = [f for f in failures if not is_in_flight(f.envelope.pending_id)]
-    unstored = [f for f in failures if f.envelope.pending_id is None]
-    if unstored:  # an event that never had a row gets one, to be moved like the others
+    unstored = [f for f in failures if not _has_row(f.envelope)]
+    if unstored:  # an event without a row (in memory, or in flight in the journal) gets one, moved like the others
         new_ids = iter(insert_pending(connection, [pending_row(f.envelope, now, owner, None) for f in unstored]))
-    row_ids = [f.envelope.pending_id if f.envelope.pending_id is not None else next(new_ids) for f in failures]
+    row_ids = [f.envelope.pending_id if _has_row(f.envelope) else next(new_ids) for f in failures]
     connection.executemany(
         "INSERT INTO doomed (id, reason, attempts) SELECT id, ?, ? FROM pending"
         " WHERE id = ? AND log_id = ? AND lease_owner = ?",
         [(f.reason, f.envelope.attempts, row_id, f.envelope.log_id, owner) for f, row_id in zip(failures, row_ids)])
     move_to_dead_letter(connection, now)
+
+
+def _has_row(envelope: Envelope) -> bool:
+    return envelope.pending_id is not None and not is_in_flight(envelope.pending_id)
 
 
 # Rows are named by (id, log_id) wherever the id comes from memory: after the file was replaced by

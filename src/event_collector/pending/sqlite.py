@@ -1,8 +1,9 @@
 """The SQLite pending store: one file (WAL) shared by every worker process and the operator's tools.
 
 Its parts: `engine` (the thread, group commit, SQLite errors), `schema` (opening, migrations, recovery,
-space), `rows` (the SQL) and `liveness` (heartbeat files). This module decides what each call of the
-PendingStore interface does with them.
+space), `rows` (the SQL), `liveness` (heartbeat files) and `journal` (durable mode's events in flight, in
+files of this process's own beside the store). This module decides what each call of the PendingStore
+interface does with them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import sqlite3
 import time
 import uuid
@@ -17,9 +19,9 @@ from typing import Awaitable, Callable
 
 from .. import metrics
 from ..envelope import Envelope
-from ..exceptions import StoreFull
+from ..exceptions import StoreError, StoreFull
 from ..retry import backoff_seconds
-from . import rows, schema
+from . import journal, rows, schema
 from .base import DeadLetter, Failure, PendingStatistics
 from .engine import Engine, Together
 from .liveness import Liveness
@@ -61,9 +63,10 @@ class SqliteStore:
         self._clock = clock
         self._liveness = Liveness(path, self.owner, owner_timeout_seconds, clock)
         self.engine = Engine(path, refresh=self._read_byte_counts, replace=self._move_into_new_file)
+        self.journal = journal.Journal(path, self.owner, sync=synchronous == "FULL")
         # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
-        # (kept by triggers), and the bytes of this process's own rows in flight (kept here: in_flight has
-        # no trigger, which would write a page per commit). See `backlog_bytes`.
+        # (kept by triggers), and the bytes of this process's own events in flight (in its journal). See
+        # `backlog_bytes`.
         self._pending_bytes = 0
         self.dead_letter_bytes = 0
         self._in_flight_bytes = 0
@@ -74,12 +77,18 @@ class SqliteStore:
     async def open(self) -> None:
         await self.engine.open(lambda: schema.open_connection(self.path, synchronous=self._synchronous,
                                                               recover_damaged=self._recover_damaged))
+        try:
+            self.journal.open()
+        except OSError as exc:
+            await self.engine.close()
+            raise StoreError(f"cannot open the in-flight journal {self.journal.directory}: {exc}") from exc
         self._liveness.start()
 
     async def close(self) -> None:
         try:
             await self.engine.close()
         finally:
+            self.journal.close()
             self._liveness.stop()
 
     @property
@@ -94,8 +103,10 @@ class SqliteStore:
         self._pending_bytes, self.dead_letter_bytes = rows.byte_counts(connection)
 
     def _settled(self, envelopes: list[Envelope]) -> None:
-        """These envelopes' rows left `in_flight` (or another process adopted them): no longer ours to count."""
-        self._in_flight_bytes -= sum(len(e.document) for e in envelopes if rows.is_in_flight(e.pending_id))
+        """These envelopes left the journal, kept elsewhere or delivered: no longer ours to count."""
+        settled = [e for e in envelopes if rows.is_in_flight(e.pending_id)]
+        self.journal.settle([-e.pending_id for e in settled])
+        self._in_flight_bytes -= sum(len(e.document) for e in settled)
 
     def _move_into_new_file(self, old: sqlite3.Connection) -> sqlite3.Connection:
         """The store's file was deleted or replaced while in use: what this process acknowledged would
@@ -127,10 +138,19 @@ class SqliteStore:
             return
         if enforce_cap:
             self.check_room()
-        if leased:  # in flight: durable mode's every accepted event, written as cheaply as can be
-            new_rows = [rows.in_flight_row(envelope, self.owner) for envelope in envelopes]
-            ids = await self.engine.write(Together(rows.insert_in_flight_together, new_rows))
+        if leased:  # in flight: durable mode's every accepted event, appended to this process's journal
+            seqs = self.journal.write_events(envelopes)
+            durable = self.journal.wait_until_durable()
+            if durable is not None:
+                try:
+                    await durable
+                except StoreError:
+                    self.journal.settle(seqs)  # never answered 2xx: the client sends them again
+                    raise
             self._in_flight_bytes += sum(len(envelope.document) for envelope in envelopes)
+            for envelope, seq in zip(envelopes, seqs):
+                envelope.pending_id = -seq
+            return
         else:
             now = self._clock()
             new_rows = [rows.pending_row(envelope, now, None, None) for envelope in envelopes]
@@ -139,17 +159,11 @@ class SqliteStore:
             envelope.pending_id = row_id
 
     async def delivered(self, envelopes: list[Envelope]) -> None:
-        keys = [(e.pending_id, e.log_id) for e in envelopes if e.pending_id is not None]
-        in_flight = [key for key in keys if rows.is_in_flight(key[0])]
-        pending = [key for key in keys if not rows.is_in_flight(key[0])]
-
-        def delete(connection: sqlite3.Connection) -> None:
-            rows.delete_in_flight(connection, in_flight)
-            rows.delete_pending(connection, pending)
-
-        if keys:
-            await self.engine.write(delete)
-            self._settled(envelopes)
+        pending = [(e.pending_id, e.log_id) for e in envelopes
+                   if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
+        if pending:
+            await self.engine.write(lambda c: rows.delete_pending(c, pending))
+        self._settled(envelopes)
 
     async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
         if not failures:
@@ -173,14 +187,14 @@ class SqliteStore:
         updates = [(f.envelope.attempts, now + self._backoff_seconds(f.envelope.attempts), f.reason,
                     f.envelope.pending_id, f.envelope.log_id)
                    for f in stored if not rows.is_in_flight(f.envelope.pending_id)]
-        # An in-flight row that must wait moves to the pending table, where retries are kept.
-        moves = [(f.envelope.pending_id, f.envelope.log_id, f.envelope.attempts,
-                  now + self._backoff_seconds(f.envelope.attempts), f.reason)
+        # An event in flight that must wait moves to the pending table, where retries are kept.
+        moves = [rows.pending_row(f.envelope, now + self._backoff_seconds(f.envelope.attempts), None, f.reason)
                  for f in stored if rows.is_in_flight(f.envelope.pending_id)]
 
         def keep(connection: sqlite3.Connection) -> range | None:
             rows.keep_for_retry(connection, updates, self.owner)
-            rows.move_in_flight(connection, moves, self.owner)
+            if moves:
+                rows.insert_pending(connection, moves)
             rows.dead_letter_failures(connection, exhausted, self.owner, now)
             return rows.insert_pending(connection, new_rows) if new_rows else None
 
@@ -202,12 +216,13 @@ class SqliteStore:
         keys = [(e.pending_id, e.log_id) for e in envelopes
                 if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
         now = self._clock()
-        # In-flight rows move to the pending table, due now, for the replayer.
-        moves = [(e.pending_id, e.log_id, e.attempts, now, None) for e in envelopes if rows.is_in_flight(e.pending_id)]
+        # Events in flight move to the pending table, due now, for the replayer.
+        moves = [rows.pending_row(e, now, None, None) for e in envelopes if rows.is_in_flight(e.pending_id)]
 
         def release(connection: sqlite3.Connection) -> None:
             rows.release(connection, keys, self.owner)
-            rows.move_in_flight(connection, moves, self.owner)
+            if moves:
+                rows.insert_pending(connection, moves)
 
         if keys or moves:
             await self.engine.write(release)
@@ -222,23 +237,57 @@ class SqliteStore:
         return await self.engine.write(lambda c: rows.claim(c, self.owner, now, limit))
 
     async def statistics(self) -> PendingStatistics:
-        return await self.engine.call(rows.statistics)
+        """The pending table's rows and every process's events in flight (read from the journals)."""
+        stored = await self.engine.call(rows.statistics)
+        flying = await asyncio.get_running_loop().run_in_executor(None, self._journal_statistics)
+        return stored.with_in_flight(*flying)
+
+    def _journal_statistics(self) -> tuple[int, int, float | None]:
+        events = [event for directory in journal.journal_directories(self.path)
+                  for _, segment in journal.unsettled_events(directory) for event in segment]
+        return (len(events), sum(len(e.document) for e in events),
+                min((e.received_at for e in events), default=None))
 
     # -- upkeep ----------------------------------------------------------------------------------
 
     async def adopt_orphans(self) -> int:
         self._adopted_at = self._clock()
+        # Rows in the `in_flight` table come from a version before the journal.
         owners = set(await self.engine.call(rows.lease_owners)) | set(await self.engine.call(rows.in_flight_owners))
         dead = sorted(owner for owner in owners if not self._liveness.is_alive(owner))
         adopted = 0
         for owner in dead:
             adopted += await self._in_chunks(lambda c, owner=owner: rows.free_rows_of(c, owner))
             adopted += await self._in_chunks(lambda c, owner=owner: rows.adopt_in_flight(c, owner))
+        for orphan in journal.orphans(self.path, self.owner):
+            try:
+                adopted += await self._adopt_journal(orphan)
+            finally:
+                orphan.release()
+            dead.append(os.path.basename(orphan.directory))
         if adopted:
             log.warning("adopted %d pending rows of %d processes that stopped beating; they are replayed now",
                         adopted, len(dead))
         self._liveness.forget_silent(_FORGET_OWNERS_AFTER_SECONDS)
         return adopted
+
+    async def _adopt_journal(self, orphan: journal.Orphan) -> int:
+        """Move a dead process's events not settled into the pending table, due as of when they were
+        received, a segment at a time, CHUNK_ROWS per transaction; each segment is unlinked once its events
+        are committed. A crash between the two copies the segment's events again: delivered twice, the same
+        `_id`, answered 409."""
+        moved = 0
+        segments = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: list(journal.unsettled_events(orphan.directory)))
+        for path, events in segments:
+            for start in range(0, len(events), rows.CHUNK_ROWS):
+                chunk = [rows.pending_row(e.envelope(), e.received_at, None, None)
+                         for e in events[start:start + rows.CHUNK_ROWS]]
+                await self.engine.write_alone(lambda c, chunk=chunk: rows.insert_pending(c, chunk))
+                moved += len(chunk)
+            os.unlink(path)
+        orphan.remove()
+        return moved
 
     async def expire_pending(self, older_than_days: float) -> int:
         now = self._clock()
