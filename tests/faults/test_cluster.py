@@ -75,6 +75,9 @@ def test_two_replicas_keep_every_event_when_one_and_a_node_are_killed_in_the_sam
         with ResendingLoad(balancer.url, victim.auth()) as load:
             wait_until(lambda: len(load.accepted) >= 300, timeout=90, message="load before the kills")
             assert metric(victim, "event_collector_events_received_total", outcome="created") > 0
+            # Accepted is not yet indexed: the first bulk makes the index (the health call below does not
+            # wait for an index that does not exist yet).
+            wait_until(lambda: cluster.primaries(pattern), timeout=60, message="the index made by the first bulk")
             cluster.client().http.get(f"/_cluster/health/{pattern}",
                                       params={"wait_for_status": "green", "timeout": "60s"}, timeout=70)
             node = max(cluster.primaries(pattern).items(), key=lambda item: item[1])[0]

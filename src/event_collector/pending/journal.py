@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ SEGMENT_BYTES = 8 << 20
 _HEADER = struct.Struct("<II")
 _EVENT, _SETTLED = 0, 1
 _LOCK = "lock"
+# A hidden directory (a journal being made) older than this was left by a process that died making it.
+_ABANDONED_AFTER_SECONDS = 60.0
 _SUFFIX = ".seg"
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -385,8 +388,8 @@ class Orphan:
 
 def orphans(store_path: str, own: str) -> Iterator[Orphan]:
     """The journals of processes that are gone, each locked for the caller until `release`. Hidden
-    directories are journals being made: one whose lock is free was left by a process that died making it,
-    and holds no event; it is removed."""
+    directories are journals being made: one older than a minute whose lock is free was left by a process
+    that died making it, and holds no event; it is removed."""
     root = directory_of(store_path)
     try:
         names = sorted(os.listdir(root))
@@ -396,6 +399,8 @@ def orphans(store_path: str, own: str) -> Iterator[Orphan]:
         if name in (own, f".{own}.new"):
             continue
         directory = os.path.join(root, name)
+        if name.startswith(".") and not _older_than(directory, _ABANDONED_AFTER_SECONDS):
+            continue  # a journal being made: its lock may not be taken yet
         try:
             lock_fd = os.open(os.path.join(directory, _LOCK), os.O_RDWR | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
@@ -411,6 +416,13 @@ def orphans(store_path: str, own: str) -> Iterator[Orphan]:
             orphan.release()
             continue
         yield orphan
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except FileNotFoundError:
+        return False
 
 
 def _sync_all(fds: list[int], directory: str | None) -> None:
