@@ -13,10 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 def draw(result: dict, path: Path) -> None:
     figures = result["figures"]
 
-    def bar(name: str, measure: str) -> tuple[str, float, float, float]:
+    def bar(name: str, measure: str, label: str | None = None) -> tuple[str, float, float, float]:
         value = figures[name][measure]
-        return name, value["median"], value["min"], value["max"]
+        return label or name, value["median"], value["min"], value["max"]
 
+    def present(*bars_of: tuple[str, str, str | None]) -> list[tuple[str, float, float, float]]:
+        """Bars of the figures this run has (the seed's need SEED_BIN; kafka's, the Kafka jars)."""
+        return [bar(name, measure, label) for name, measure, label in bars_of if name in figures]
+
+    modes = ("memory", "durable", "kafka")
     panels = [
         ("HTTP requests/s (one worker) vs the server's ceiling",
          [bar("limit_http", "requests_per_second")] + [bar(f"single[{m}]", "accepted_per_second")
@@ -30,13 +35,21 @@ def draw(result: dict, path: Path) -> None:
          + [bar(f"single[{m}]", "accepted_per_second") for m in ("memory", "durable")]),
         ("RSS (MB) holding a full 100,000-event buffer (target 200)",
          [bar(f"rss_full_buffer[{m}]", "rss_mb") for m in ("memory", "durable")]),
+        ("against the original (seed): events/s on one pinned worker, and searchable/s on the whole machine",
+         present(*[(f"single[{m}]", "accepted_per_second", None) for m in ("seed", *modes)],
+                 *[(f"searchable[{m}]", "searchable_per_second", None) for m in ("seed", "memory", "durable")])),
+        ("delivery, 2xx to searchable, at a fixed rate: p99 in ms (target 2,000 at 2,000/s)",
+         present(*[(f"delivery[{m}]@{rate}", "p99_ms", None) for rate in (2000, 350) for m in ("memory", "durable")])),
+        ("bytes written to disk per accepted event, durable mode (target 2,048 at 350/s)",
+         present(*[("delivery[durable]@" + rate, "disk_bytes_per_event", None) for rate in ("350", "2000")])),
     ]
+    panels = [(title, bars) for title, bars in panels if bars]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)))
     for axis, (title, bars) in zip(axes, panels):
         names = [b[0] for b in bars]
         medians = [b[1] for b in bars]
         errors = [[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]]
-        colours = ["#888888" if name.startswith("limit") else "#2a6fdb" for name in names]
+        colours = ["#888888" if name.startswith("limit") or "[seed]" in name else "#2a6fdb" for name in names]
         axis.barh(names, medians, xerr=errors, color=colours, capsize=4)
         axis.set_title(title, fontsize=10)
         axis.invert_yaxis()
@@ -44,6 +57,6 @@ def draw(result: dict, path: Path) -> None:
             axis.text(value, y, f" {value:,.0f}", va="center", fontsize=8)
     fig.suptitle(f"event-collector bench, {result['machine']['cpus']} CPUs, {result['date']}"
                  " (median, whiskers min-max)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the panels
     fig.savefig(path, dpi=100)
     plt.close(fig)
