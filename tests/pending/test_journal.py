@@ -211,9 +211,10 @@ async def test_a_failed_write_is_cut_off_and_answers_an_error_and_later_writes_a
         await store.close()
 
 
-async def test_a_deleted_journal_is_written_again_at_the_next_accept(tmp_path, caplog):
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_deleted_journal_is_written_again_at_the_next_accept(tmp_path, caplog, synchronous):
     path = tmp_path / "pending.db"
-    store = new_store(path)
+    store = new_store(path, synchronous=synchronous)
     await store.open()
     held = [envelope(n) for n in range(3)]
     await store.add(held, leased=True)

@@ -274,6 +274,9 @@ class Journal:
         self._append(segment, b"".join(_record((_EVENT, e.seq, e.log_id, e.index, e.document, e.received_at))
                                        for e in records))
         segment.live.update(e.seq for e in records)
+        if self.sync:  # the copies replace files that are gone: on disk before anything else is answered
+            os.fdatasync(segment.fd)
+            _fsync_directory(self.directory)
         for old in old_segments:
             os.close(old.fd)
             self._unsynced.pop(old.fd, None)
