@@ -33,6 +33,24 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: fl
         time.sleep(interval)
 
 
+class Clock:
+    """Time that moves only when a test says so: a store's `clock`, its heartbeat judge's."""
+
+    def __init__(self, now: float = 2_000_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def query(path, sql: str, *params) -> list[tuple]:
+    """The rows a statement returns from the SQLite file at `path`, read on a connection of its own."""
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
 def journal_events(database) -> list:
     """The events in flight every process's journal beside the store holds unsettled (pending/journal.py)."""
     from event_collector.pending import journal

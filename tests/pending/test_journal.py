@@ -15,7 +15,7 @@ import pytest
 from event_collector.envelope import Envelope
 from event_collector.exceptions import StoreError, StoreFull
 from event_collector.pending import Failure, SqliteStore, journal, schema
-from support import REPO, write_store_of_schema_2
+from support import Clock, REPO, query, write_store_of_schema_2
 
 _OWNER_OF_MAIN = "0123456789abcdef0123456789abcdef"
 
@@ -24,21 +24,10 @@ def envelope(n: int, size: int = 0) -> Envelope:
     return Envelope("events_t_2026-11", f"id-{n}", b'{"n":%d,"pad":"%s"}' % (n, b"x" * size), 1000.0 + n)
 
 
-class Clock:
-    def __init__(self, now: float = 2_000_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def new_store(path, **options) -> SqliteStore:
     return SqliteStore(str(path), max_attempts=3, backoff_base_seconds=0, backoff_max_seconds=0, **options)
 
-
-def query(path, sql: str, *params) -> list[tuple]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(sql, params).fetchall()
 
 
 def unsettled(store_path) -> list[str]:

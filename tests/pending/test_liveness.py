@@ -6,16 +6,10 @@ import time
 
 from event_collector.pending import SqliteStore
 from event_collector.pending.liveness import Liveness
+from support import Clock
 
 OWNER, OTHER = "a" * 32, "b" * 32
 
-
-class Clock:
-    def __init__(self, now: float = 2_000_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def pair(tmp_path, timeout_seconds: float = 30.0):

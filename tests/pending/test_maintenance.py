@@ -12,6 +12,7 @@ from event_collector.exceptions import StoreError, StoreFull
 from event_collector.pending import Failure, SqliteStore, journal
 from event_collector.pending.janitor import Janitor
 from event_collector.pending.rows import CHUNK_ROWS
+from support import query as rows
 
 DAY = 86_400
 
@@ -36,10 +37,6 @@ async def store(tmp_path):
     yield store
     await store.close()
 
-
-def rows(path, sql: str) -> list[tuple]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(sql).fetchall()
 
 
 async def test_old_pending_rows_expire_into_dead_letter_never_deleted(store):

@@ -8,6 +8,7 @@ import pytest
 from event_collector.envelope import Envelope
 from event_collector.exceptions import StoreError
 from event_collector.pending import Failure, SqliteStore, rows
+from support import query
 
 
 def envelope(n: int) -> Envelope:
@@ -19,10 +20,6 @@ def delete_store_files(path) -> None:
     for suffix in ("", "-wal", "-shm"):
         os.remove(f"{path}{suffix}")
 
-
-def query(path, sql: str, *params) -> list[tuple]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(sql, params).fetchall()
 
 
 async def test_a_deleted_store_is_made_again_with_every_row_and_id_at_the_next_write(tmp_path, caplog):

@@ -8,6 +8,7 @@ from event_collector.envelope import Envelope
 from event_collector.exceptions import StoreError
 from event_collector.pending import SqliteStore
 from event_collector.pending.schema import SCHEMA_VERSION
+from support import Clock, query
 
 # The schema as `main` wrote it before versions existed (user_version 0), copied verbatim.
 _UNVERSIONED_SCHEMA = """
@@ -53,13 +54,6 @@ _PENDING = [
 _DEAD = [(3, "rejected", "events_t_2026-11", b'{"bad":1}', 999.0, 1, "400 mapper_parsing_exception", 1200.0)]
 
 
-class Clock:
-    def __init__(self, now: float = 2_000_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def make_unversioned_store(path) -> None:
     with sqlite3.connect(path) as connection:
@@ -71,10 +65,6 @@ def make_unversioned_store(path) -> None:
         connection.execute("INSERT INTO owners VALUES (?, 1300.0)", (_OLD_OWNER,))
     connection.close()
 
-
-def query(path, sql: str) -> list[tuple]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(sql).fetchall()
 
 
 async def test_a_store_written_before_versions_migrates_with_its_rows_intact(tmp_path):

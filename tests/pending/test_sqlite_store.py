@@ -7,20 +7,12 @@ import pytest
 
 from event_collector.envelope import Envelope
 from event_collector.pending import Failure, SqliteStore
+from support import Clock
 
 
 def envelope(n: int) -> Envelope:
     return Envelope("events_t_2026-11", f"id-{n}", b'{"n":%d}' % n, 1000.0 + n)
 
-
-class Clock:
-    """Time that moves only when a test says so."""
-
-    def __init__(self, now: float = 2_000_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def new_store(path, **options) -> SqliteStore:
