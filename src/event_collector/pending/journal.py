@@ -133,7 +133,7 @@ class Journal:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        unsettled = sum(len(segment.live) for segment in self._segments)
+        unsettled = self.unsettled
         for segment in self._segments:
             os.close(segment.fd)
         self._segments, self._firsts = [], []
@@ -153,11 +153,7 @@ class Journal:
         when the write fails, having cut off what it wrote."""
         segment = self._segment_for_events()
         first = self._next_seq
-        parts = []
-        for seq, envelope in enumerate(envelopes, first):
-            parts.append(_record((_EVENT, seq, envelope.log_id, envelope.index, envelope.document,
-                                  envelope.received_at)))
-        self._append(segment, b"".join(parts))
+        self._append(segment, b"".join(_event_record(seq, envelope) for seq, envelope in enumerate(envelopes, first)))
         seqs = range(first, first + len(envelopes))
         self._next_seq = seqs.stop
         segment.live.update(seqs)
@@ -271,8 +267,7 @@ class Journal:
         records = [event for segment in old_segments for event in _read_events(segment.fd)[0]
                    if event.seq in live]
         segment = self._new_segment(records[0].seq if records else self._next_seq)
-        self._append(segment, b"".join(_record((_EVENT, e.seq, e.log_id, e.index, e.document, e.received_at))
-                                       for e in records))
+        self._append(segment, b"".join(_event_record(event.seq, event) for event in records))
         segment.live.update(e.seq for e in records)
         if self.sync:  # the copies replace files that are gone: on disk before anything else is answered
             os.fdatasync(segment.fd)
@@ -312,6 +307,10 @@ class Journal:
 
 
 # -- reading, for adoption and statistics ----------------------------------------------------------
+
+
+def _event_record(seq: int, event: Envelope | JournalEvent) -> bytes:
+    return _record((_EVENT, seq, event.log_id, event.index, event.document, event.received_at))
 
 
 def _record(payload: object) -> bytes:
