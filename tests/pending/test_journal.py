@@ -163,7 +163,7 @@ async def test_a_record_cut_by_a_crash_ends_what_is_read_and_nothing_else_is_los
     [directory] = journal.journal_directories(str(path))
     [segment] = [os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".seg")]
     whole = os.path.getsize(segment)
-    record = journal._record((0, 99, "id-99", "events_t_2026-11", b'{"n":99}', 1099.0))
+    record = journal.format.record((0, 99, "id-99", "events_t_2026-11", b'{"n":99}', 1099.0))
     with open(segment, "ab") as file:  # the crash came in the middle of this write: it was never answered
         file.write(record[:len(record) // 2])
     assert unsettled(path) == ["id-2", "id-3", "id-4"]
@@ -187,12 +187,12 @@ async def test_a_failed_write_is_cut_off_and_answers_an_error_and_later_writes_a
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_pwrite(fd, data, offset)
 
-        monkeypatch.setattr(journal.os, "pwrite", half_then_disk_full)
+        monkeypatch.setattr(journal.writer.os, "pwrite", half_then_disk_full)
         refused = [envelope(2)]
         with pytest.raises(StoreError, match="No space left"):
             await store.add(refused, leased=True)
         assert refused[0].pending_id is None
-        monkeypatch.setattr(journal.os, "pwrite", real_pwrite)
+        monkeypatch.setattr(journal.writer.os, "pwrite", real_pwrite)
         await store.add([envelope(3)], leased=True)
         assert unsettled(store.path) == ["id-1", "id-3"]
         assert store.backlog_bytes == len(envelope(1).document) + len(envelope(3).document)
@@ -211,7 +211,7 @@ async def test_a_deleted_journal_is_written_again_at_the_next_accept(tmp_path, c
     os.system(f"rm -rf '{journal.directory_of(str(path))}'")  # an operator's mistake under a running server
     # Noticed within half a second; what is accepted meanwhile goes to the unlinked files, and is copied too.
     accepted = []
-    while "was deleted while in use" not in caplog.text:
+    while "removed while in use" not in caplog.text:
         assert len(accepted) < 500, "the deleted journal was never noticed"
         one = [envelope(3 + len(accepted))]
         await store.add(one, leased=True)
@@ -232,8 +232,7 @@ async def test_a_deleted_journal_is_written_again_at_the_next_accept(tmp_path, c
 
 
 async def test_segments_roll_and_go_once_settled(tmp_path):
-    store = new_store(tmp_path / "pending.db")
-    store.journal = journal.Journal(store.path, store.owner, sync=False, segment_bytes=1000)
+    store = new_store(tmp_path / "pending.db", journal_segment_bytes=1000)
     await store.open()
     try:
         held = [envelope(n, size=300) for n in range(12)]

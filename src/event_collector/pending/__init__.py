@@ -27,6 +27,7 @@ def open_store(settings: Settings, *, recover_damaged: bool = False) -> PendingS
             max_bytes=settings.pending_max_bytes,
             dead_letter_max_bytes=settings.dead_letter_max_bytes,
             synchronous=settings.sqlite_synchronous.upper(),
+            journal_segment_bytes=settings.journal_segment_bytes,
             recover_damaged=recover_damaged,
         )
     raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")

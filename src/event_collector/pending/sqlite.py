@@ -34,6 +34,8 @@ _SECONDS_PER_DAY = 86_400
 _LEAST_PAUSE_SECONDS = 0.1
 # Heartbeat files of owners silent this long are removed (their rows were adopted long ago).
 _FORGET_OWNERS_AFTER_SECONDS = 86_400
+# How often the journal checks that its files are still there (docs/delivery.md, "Store layout").
+JOURNAL_CHECK_SECONDS = 0.5
 
 
 class SqliteStore:
@@ -48,6 +50,7 @@ class SqliteStore:
         max_bytes: int = 1 << 30,
         dead_letter_max_bytes: int = 256 << 20,
         synchronous: str = "NORMAL",
+        journal_segment_bytes: int = journal.SEGMENT_BYTES,
         recover_damaged: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -63,7 +66,9 @@ class SqliteStore:
         self._clock = clock
         self._liveness = Liveness(path, self.owner, owner_timeout_seconds, clock)
         self.engine = Engine(path, refresh=self._read_byte_counts, replace=self._move_into_new_file)
-        self.journal = journal.Journal(path, self.owner, sync=synchronous == "FULL")
+        self.journal = journal.Journal(path, self.owner, sync=synchronous == "FULL",
+                                       segment_bytes=journal_segment_bytes)
+        self._journal_watch: asyncio.Task | None = None
         # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
         # (kept by triggers), and the bytes of this process's own events in flight (in its journal). See
         # `backlog_bytes`.
@@ -83,13 +88,24 @@ class SqliteStore:
             await self.engine.close()
             raise StoreError(f"cannot open the in-flight journal {self.journal.directory}: {exc}") from exc
         self._liveness.start()
+        self._journal_watch = asyncio.create_task(self._watch_journal(), name="journal-watch")
 
     async def close(self) -> None:
+        if self._journal_watch is not None:
+            self._journal_watch.cancel()
+            await asyncio.gather(self._journal_watch, return_exceptions=True)
         try:
             await self.engine.close()
         finally:
             self.journal.close()
             self._liveness.stop()
+
+    async def _watch_journal(self) -> None:
+        """A journal whose files someone removed is made whole within a check's interval, whether or not
+        events arrive (an idle process, or one whose buffer is full and writes only to SQLite)."""
+        while True:
+            await asyncio.sleep(JOURNAL_CHECK_SECONDS)
+            self.journal.check()
 
     @property
     def backlog_bytes(self) -> int:
@@ -161,9 +177,11 @@ class SqliteStore:
     async def delivered(self, envelopes: list[Envelope]) -> None:
         pending = [(e.pending_id, e.log_id) for e in envelopes
                    if e.pending_id is not None and not rows.is_in_flight(e.pending_id)]
+        # The journal's events are settled whatever happens to the SQL: a failed delete leaves rows to be
+        # replayed (answered 409), but an event left unsettled would pin its segment for good.
+        self._settled(envelopes)
         if pending:
             await self.engine.write(lambda c: rows.delete_pending(c, pending))
-        self._settled(envelopes)
 
     async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
         if not failures:
