@@ -33,6 +33,21 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: fl
         time.sleep(interval)
 
 
+async def wait_until_async(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+                           message: str = "") -> Any:
+    """`wait_until` for a test that runs on the event loop: the loop goes on (background tasks run)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
+        await asyncio.sleep(interval)
+
+
 class Clock:
     """Time that moves only when a test says so: a store's `clock`, its heartbeat judge's."""
 
