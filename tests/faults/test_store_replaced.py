@@ -1,6 +1,7 @@
 """The store's files deleted under a running durable collector during an outage: nothing answered 2xx is lost."""
 
 import os
+import signal
 
 from support import assert_delivered_exactly_once, event, free_port, metric, wait_until
 
@@ -31,3 +32,22 @@ def test_deleting_the_store_under_a_running_collector_loses_nothing(collector_fa
     # Said loudly: a metric and an error in the log.
     assert noticed == 1
     assert "was deleted or replaced while in use" in stranded.log()
+
+
+def test_a_store_deleted_while_no_traffic_comes_is_made_again_before_a_kill_9(collector_factory, opensearch, tmp_path):
+    database = tmp_path / "pending.db"
+    # A small buffer: most events overflow into the store's file; OpenSearch unreachable, so no replay runs
+    # and nothing else reads the store (the janitor's default interval is five minutes).
+    stranded = collector_factory(DATABASE=database, ACK_MODE="durable", QUEUE_CAPACITY=50,
+                                 JANITOR_INTERVAL_SECONDS=300, OPEN_SEARCH_DNS=f"http://127.0.0.1:{free_port()}")
+    accepted = [event() for _ in range(200)]
+    assert {stranded.post_event(e).status_code for e in accepted} == {200}
+    for suffix in ("", "-wal", "-shm"):
+        os.remove(f"{database}{suffix}")
+    wait_until(lambda: metric(stranded, "event_collector_store_replaced_total"), timeout=10,
+               message="the deleted store to be noticed with no traffic")
+    stranded.stop(signal.SIGKILL)
+
+    restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)
+    assert_delivered_exactly_once("store files deleted, no traffic, kill -9", [e["log_id"] for e in accepted],
+                                  opensearch, restarted.environment)

@@ -75,6 +75,10 @@ class Engine:
             self._connection.close()
             self._connection = None
 
+    def file_changed(self) -> bool:
+        """Whether the path no longer names the file open (a stat on the caller's thread)."""
+        return self._connection is not None and _identity(self.path) != self._file
+
     async def call(self, function: Operation) -> Any:
         """Run `function(connection)` on the store's thread, in no transaction: for reads, and for
         statements that must run outside one (incremental vacuum, checkpoints)."""

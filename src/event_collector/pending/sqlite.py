@@ -34,8 +34,8 @@ _SECONDS_PER_DAY = 86_400
 _LEAST_PAUSE_SECONDS = 0.1
 # Heartbeat files of owners silent this long are removed (their rows were adopted long ago).
 _FORGET_OWNERS_AFTER_SECONDS = 86_400
-# How often the journal checks that its files are still there (docs/delivery.md, "Store layout").
-JOURNAL_CHECK_SECONDS = 0.5
+# How often the journal and the store's file are checked for removal (docs/delivery.md, "Store layout").
+FILES_CHECK_SECONDS = 0.5
 
 
 class SqliteStore:
@@ -68,7 +68,7 @@ class SqliteStore:
         self.engine = Engine(path, refresh=self._read_byte_counts, replace=self._move_into_new_file)
         self.journal = journal.Journal(path, self.owner, sync=synchronous == "FULL",
                                        segment_bytes=journal_segment_bytes)
-        self._journal_watch: asyncio.Task | None = None
+        self._files_watch: asyncio.Task | None = None
         # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
         # (kept by triggers), and the bytes of this process's own events in flight (in its journal). See
         # `backlog_bytes`.
@@ -88,24 +88,33 @@ class SqliteStore:
             await self.engine.close()
             raise StoreError(f"cannot open the in-flight journal {self.journal.directory}: {exc}") from exc
         self._liveness.start()
-        self._journal_watch = asyncio.create_task(self._watch_journal(), name="journal-watch")
+        self._files_watch = asyncio.create_task(self._watch_files(), name="store-files-watch")
 
     async def close(self) -> None:
-        if self._journal_watch is not None:
-            self._journal_watch.cancel()
-            await asyncio.gather(self._journal_watch, return_exceptions=True)
+        if self._files_watch is not None:
+            self._files_watch.cancel()
+            await asyncio.gather(self._files_watch, return_exceptions=True)
         try:
             await self.engine.close()
         finally:
             self.journal.close()
             self._liveness.stop()
 
-    async def _watch_journal(self) -> None:
-        """A journal whose files someone removed is made whole within a check's interval, whether or not
-        events arrive (an idle process, or one whose buffer is full and writes only to SQLite)."""
+    async def _watch_files(self) -> None:
+        """The journal and the store's file, if someone removed them, are made whole within a check's
+        interval, whether or not events arrive (an idle process, or one whose buffer is full and that
+        writes only to SQLite, or one whose delivery is paused and that replays nothing)."""
+        said = ""
         while True:
-            await asyncio.sleep(JOURNAL_CHECK_SECONDS)
+            await asyncio.sleep(FILES_CHECK_SECONDS)
             self.journal.check()
+            if self.engine.file_changed():
+                try:  # using the connection is what moves its rows into the file now at the path
+                    await self.engine.call(lambda connection: None)
+                except StoreError as exc:
+                    if str(exc) != said:  # said once, not every half second
+                        log.error("%s", exc)
+                    said = str(exc)
 
     @property
     def backlog_bytes(self) -> int:
