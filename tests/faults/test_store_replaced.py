@@ -51,3 +51,21 @@ def test_a_store_deleted_while_no_traffic_comes_is_made_again_before_a_kill_9(co
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)
     assert_delivered_exactly_once("store files deleted, no traffic, kill -9", [e["log_id"] for e in accepted],
                                   opensearch, restarted.environment)
+
+
+def test_a_deleted_write_ahead_log_is_copied_into_the_store_before_a_kill_9(collector_factory, opensearch, tmp_path):
+    database = tmp_path / "pending.db"
+    stranded = collector_factory(DATABASE=database, ACK_MODE="durable", QUEUE_CAPACITY=50,
+                                 OPEN_SEARCH_DNS=f"http://127.0.0.1:{free_port()}")
+    before = [event() for _ in range(200)]
+    assert {stranded.post_event(e).status_code for e in before} == {200}
+    os.remove(f"{database}-wal")  # committed rows not yet copied into the file are only there
+    wait_until(lambda: "write-ahead log was deleted" in stranded.log() and os.path.exists(f"{database}-wal"),
+               timeout=10, message="the deleted log to be noticed and a new one made")
+    after = [event() for _ in range(100)]
+    assert {stranded.post_event(e).status_code for e in after} == {200}
+    stranded.stop(signal.SIGKILL)
+
+    restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)
+    assert_delivered_exactly_once("store's write-ahead log deleted, kill -9", [e["log_id"] for e in before + after],
+                                  opensearch, restarted.environment)

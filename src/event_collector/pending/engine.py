@@ -50,6 +50,7 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pending-sqlite")
         self._connection: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None
+        self._connect: Callable[[], sqlite3.Connection] | None = None
         self._queued: list[tuple[Operation | Together, asyncio.Future, bool]] = []
         self._committer: asyncio.Task | None = None
 
@@ -62,6 +63,7 @@ class Engine:
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open pending store {self.path}: {exc}") from exc
 
+        self._connect = connect
         await self._on_thread(first_connection)
 
     async def close(self) -> None:
@@ -78,6 +80,27 @@ class Engine:
     def file_changed(self) -> bool:
         """Whether the path no longer names the file open (a stat on the caller's thread)."""
         return self._connection is not None and _identity(self.path) != self._file
+
+    def log_lost(self) -> bool:
+        """Whether the write-ahead log was deleted while the store is open: SQLite would go on committing
+        into a file nobody reads after a crash."""
+        return self._connection is not None and _identity(self.path) == self._file and not os.path.exists(
+            self.path + "-wal")
+
+    async def renew_log(self) -> None:
+        """Copy what the deleted log holds into the store's file (a checkpoint reads it through the open
+        descriptor), then reconnect, which makes a new log at its path."""
+        def renew() -> None:
+            try:
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                self._connection.close()
+                self._connection = self._connect()
+                self._refresh(self._connection)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"pending store {self.path}: its write-ahead log was deleted, and copying it "
+                                 f"into the store failed: {exc}") from exc
+
+        await self._on_thread(renew)
 
     async def call(self, function: Operation) -> Any:
         """Run `function(connection)` on the store's thread, in no transaction: for reads, and for

@@ -108,13 +108,17 @@ class SqliteStore:
         while True:
             await asyncio.sleep(FILES_CHECK_SECONDS)
             self.journal.check()
-            if self.engine.file_changed():
-                try:  # using the connection is what moves its rows into the file now at the path
+            try:
+                if self.engine.file_changed():  # using the connection moves its rows into the file at the path
                     await self.engine.call(lambda connection: None)
-                except StoreError as exc:
-                    if str(exc) != said:  # said once, not every half second
-                        log.error("%s", exc)
-                    said = str(exc)
+                elif self.engine.log_lost():
+                    log.error("pending store %s: its write-ahead log was deleted while in use; copying what it "
+                              "holds into the store and starting a new one", self.path)
+                    await self.engine.renew_log()
+            except StoreError as exc:
+                if str(exc) != said:  # said once, not every half second
+                    log.error("%s", exc)
+                said = str(exc)
 
     @property
     def backlog_bytes(self) -> int:
