@@ -220,3 +220,17 @@ async def test_a_full_answer_waits_for_the_fdatasync_of_its_segment_and_of_a_new
             pytest.fail("no new segment was made")
     finally:
         await store.close()
+
+
+async def test_one_event_left_unsettled_pins_a_bounded_number_of_segments(store):
+    pinned = [envelope(0, PAD)]
+    await store.add(pinned, leased=True)  # held in memory for long: its segment may not go
+    for n in range(1, 60):
+        one = [envelope(n, PAD)]
+        await store.add(one, leased=True)
+        await store.delivered(one)
+        assert len(segments(store)) <= 6, segments(store)  # compacted, not one more file per roll
+    assert unsettled(store.path) == ["id-0"]
+    await store.delivered(pinned)
+    await store.add([envelope(99)], leased=True)
+    assert unsettled(store.path) == ["id-99"]

@@ -74,8 +74,8 @@ class Segments:
     def __iter__(self) -> Iterator[Segment]:
         return iter(self._list)
 
-    def __bool__(self) -> bool:
-        return bool(self._list)
+    def __len__(self) -> int:
+        return len(self._list)
 
     @property
     def active(self) -> Segment:
@@ -84,6 +84,10 @@ class Segments:
     @property
     def unsettled(self) -> int:
         return sum(len(segment.live) for segment in self._list)
+
+    def pinned(self) -> int:
+        """Settled segments that stay only because one before them holds an unsettled event."""
+        return sum(1 for segment in self._list[:-1] if not segment.live)
 
     def live_seqs(self) -> set[int]:
         return {seq for segment in self._list for seq in segment.live}

@@ -18,6 +18,9 @@ from .sync import GroupSync
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 8 << 20
+# Settled segments kept only because an older one holds an unsettled event: at this many the journal is
+# compacted into one segment.
+_PINNED_SEGMENTS = 4
 
 
 class Journal:
@@ -131,7 +134,7 @@ class Journal:
                 return active
             active.rolled = True
         try:
-            segment = self._segments.new(self._next_seq)
+            self._segments.new(self._next_seq)
         except StoreError:
             if after_rescue:
                 raise
@@ -139,7 +142,7 @@ class Journal:
             return self._segment_for_events(after_rescue=True)
         self._new_file()
         self._drop_settled()
-        return segment
+        return self._segments.active  # the new one, or a compaction's copy made after it
 
     def _append(self, segment: Segment, data: bytes) -> None:
         segment.append(data)
@@ -155,6 +158,13 @@ class Journal:
         if dropped:  # settle records for events in unlinked segments need no writing any more
             oldest = self._segments.oldest_first_seq()
             self._unwritten_settles = [seq for seq in self._unwritten_settles if seq >= oldest]
+        elif self._segments.pinned() >= _PINNED_SEGMENTS:
+            # An event that stays unsettled long (held in memory through a failing store) pins every
+            # segment after its own: copy what is unsettled into one segment, so the disk use stays bounded.
+            try:
+                self._rewrite(f"{len(self._segments)} segments pinned by an old unsettled event")
+            except (OSError, StoreError) as exc:
+                log.warning("could not compact the in-flight journal %s: %s", self.directory, exc)
         return dropped
 
     # -- what someone removed ----------------------------------------------------------------------
@@ -167,11 +177,16 @@ class Journal:
         is tried again at the next check, and writes are refused (503) until it succeeds."""
         if self.place.lock_fd is None:
             return
-        lost = self.place.lost() + [os.path.basename(s.path) for s in self._segments if s.unlinked()]
-        if not lost and self._rescue_failed is None:
-            return
         try:
-            self._rescue(lost)
+            lost = self.place.lost() + [os.path.basename(s.path) for s in self._segments if s.unlinked()]
+            if not lost and self._rescue_failed is None:
+                return
+            if lost and self._rescue_failed is None:
+                log.error("in-flight journal %s: %s removed while in use; writing its %d unsettled events again",
+                          self.directory, ", ".join(lost), self.unsettled)
+            if self.place.lost():
+                self.place.restore()
+            self._rewrite("a rescue")
         except (OSError, StoreError) as exc:
             first = self._rescue_failed is None
             self._rescue_failed = f"removed while in use, and not made again yet: {exc}"
@@ -181,12 +196,13 @@ class Journal:
             return
         self._rescue_failed = None
 
-    def _rescue(self, lost: list[str]) -> None:
+    def _rewrite(self, why: str) -> None:
+        """Write every unsettled event, read from the descriptors held, into one new segment, then unlink
+        and close the others (a rescue, or a compaction). Raises OSError or StoreError, having changed
+        nothing, when the copy cannot be written."""
         live = self._segments.live_seqs()
-        log.error("in-flight journal %s: %s removed while in use; writing its %d unsettled events again",
-                  self.directory, ", ".join(lost) or "an earlier part", len(live))
-        if self.place.lost():
-            self.place.restore()
+        log.info("in-flight journal %s: %d unsettled events copied into one segment (%s)", self.directory,
+                 len(live), why)
         events = [event for segment in self._segments for event in read_segment(segment.fd)[0]
                   if event.seq in live]
         copy = self._segments.new(min(live, default=self._next_seq))
