@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from event_collector.pending import journal
-from support import assert_delivered_exactly_once, event, journal_events, wait_until
+from support import Load, assert_delivered_exactly_once, event, journal_events, wait_until
 
 UNREACHABLE = "http://127.0.0.1:9"
 EVENTS = 200
@@ -25,6 +25,17 @@ def remove(part: str, database) -> None:
     else:
         assert len(segments) >= 3, segments  # small segments: several rolled ones and the active one
         os.unlink(os.path.join(directory, segments[-1] if part == "active segment" else segments[0]))
+
+
+def deleted_segments_open(pid: int) -> list[str]:
+    """The journal segments the process holds open whose name was removed."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return [target for target in targets if target.endswith(".seg (deleted)")]
 
 
 def send(collector, count: int) -> list[str]:
@@ -63,3 +74,31 @@ def test_a_part_of_the_journal_removed_then_kill_9_loses_nothing(collector_facto
     assert_delivered_exactly_once(f"journal's {part} removed, {'traffic' if traffic_after else 'quiet'}, kill -9",
                                   accepted, opensearch, restarted.environment, sent=len(accepted))
     wait_until(lambda: restarted.pending_rows() == 0, timeout=60, message="the pending table to empty")
+
+
+@pytest.mark.parametrize("part", ["directory", "active segment"])
+def test_a_part_of_the_journal_removed_under_load_with_opensearch_up_then_kill_9_loses_nothing(
+        collector_factory, opensearch, tmp_path, part):
+    database = tmp_path / "store.db"
+    first = collector_factory(DATABASE=database, JOURNAL_SEGMENT_BYTES=16384)
+    with Load(first, clients=4) as load:
+        wait_until(lambda: len(load.accepted) >= 300 and len(journal.journal_directories(str(database))) == 1
+                   and len(os.listdir(journal.journal_directories(str(database))[0])) >= 4,
+                   timeout=60, message="load, and a journal of several segments")
+        if part == "directory":
+            shutil.rmtree(journal.directory_of(str(database)))
+        else:
+            [directory] = journal.journal_directories(str(database))
+            active = sorted(name for name in os.listdir(directory) if name.endswith(".seg"))[-1]
+            os.unlink(os.path.join(directory, active))
+        # Rescued (copied into a new segment), or settled and closed meanwhile: no removed file is held open.
+        wait_until(lambda: not deleted_segments_open(first.process.pid), timeout=10,
+                   message="the removed segment rescued or settled")
+        noticed = len(load.accepted)
+        wait_until(lambda: len(load.accepted) >= noticed + 200, timeout=60, message="load after the rescue")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(30)
+    assert {status for status in load.statuses if isinstance(status, int) and status >= 500} <= {503}
+    restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=first.environment)
+    assert_delivered_exactly_once(f"journal's {part} removed under load, OpenSearch up, kill -9", load, opensearch,
+                                  restarted.environment)

@@ -87,15 +87,18 @@ class Engine:
         return self._connection is not None and _identity(self.path) == self._file and not os.path.exists(
             self.path + "-wal")
 
-    async def renew_log(self) -> None:
+    async def renew_log(self, *, reconnect: bool) -> None:
         """Copy what the deleted log holds into the store's file (a checkpoint reads it through the open
-        descriptor), then reconnect, which makes a new log at its path."""
+        descriptor). With `reconnect`, connect again, which makes a new log at its path: only for a process
+        alone on the store, since the processes sharing a store must share one log."""
         def renew() -> None:
             try:
-                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-                self._connection.close()
-                self._connection = self._connect()
-                self._refresh(self._connection)
+                self._connection.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if reconnect else 'PASSIVE'})"
+                                         ).fetchall()
+                if reconnect:
+                    self._connection.close()
+                    self._connection = self._connect()
+                    self._refresh(self._connection)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"pending store {self.path}: its write-ahead log was deleted, and copying it "
                                  f"into the store failed: {exc}") from exc

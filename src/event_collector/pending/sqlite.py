@@ -69,6 +69,7 @@ class SqliteStore:
         self.journal = journal.Journal(path, self.owner, sync=synchronous == "FULL",
                                        segment_bytes=journal_segment_bytes)
         self._files_watch: asyncio.Task | None = None
+        self._log_lost_said = False
         # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
         # (kept by triggers), and the bytes of this process's own events in flight (in its journal). See
         # `backlog_bytes`.
@@ -112,13 +113,24 @@ class SqliteStore:
                 if self.engine.file_changed():  # using the connection moves its rows into the file at the path
                     await self.engine.call(lambda connection: None)
                 elif self.engine.log_lost():
-                    log.error("pending store %s: its write-ahead log was deleted while in use; copying what it "
-                              "holds into the store and starting a new one", self.path)
-                    await self.engine.renew_log()
+                    await self._renew_log()
             except StoreError as exc:
                 if str(exc) != said:  # said once, not every half second
                     log.error("%s", exc)
                 said = str(exc)
+
+    async def _renew_log(self) -> None:
+        """The write-ahead log was deleted: what is committed to it would be lost to a crash. Alone on the
+        store, copy it into the store's file and start a new log. With other processes on the store, all
+        must go on sharing the deleted log (one of them starting a new one would split what they read), so
+        copy it into the file at every check until the processes restart."""
+        alone = not self._liveness.others_alive()
+        if alone or not self._log_lost_said:
+            log.error("pending store %s: its write-ahead log was deleted while in use; %s", self.path,
+                      "copying what it holds into the store and starting a new one" if alone else
+                      "copying what it holds into the store every half second until the collector restarts")
+            self._log_lost_said = not alone
+        await self.engine.renew_log(reconnect=alone)
 
     @property
     def backlog_bytes(self) -> int:
