@@ -41,15 +41,7 @@ class Place:
         os.makedirs(self.root, exist_ok=True)
         making = os.path.join(self.root, f".{self.owner}.new")
         os.makedirs(making, exist_ok=True)
-        lock_fd = _locked_file(os.path.join(making, LOCK))
-        try:
-            os.rename(making, self.directory)
-            if self.sync:
-                fsync_directory(self.root)
-        except OSError:
-            os.close(lock_fd)
-            raise
-        self._hold(lock_fd)
+        self._hold(self._locked_then_renamed(os.path.join(making, LOCK), making, self.directory, self.root))
 
     def lost(self) -> list[str]:
         """What of this directory is gone from the file system: the directory, the lock file (deleted, or
@@ -68,15 +60,7 @@ class Place:
             self.make()
             return
         making = os.path.join(self.directory, f".{LOCK}.new")
-        lock_fd = _locked_file(making)
-        try:
-            os.rename(making, os.path.join(self.directory, LOCK))
-            if self.sync:
-                fsync_directory(self.directory)
-        except OSError:
-            os.close(lock_fd)
-            raise
-        self._hold(lock_fd)
+        self._hold(self._locked_then_renamed(making, making, os.path.join(self.directory, LOCK), self.directory))
 
     def release(self, remove: bool) -> None:
         if remove:
@@ -84,6 +68,19 @@ class Place:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
+
+    def _locked_then_renamed(self, lock: str, source: str, target: str, parent: str) -> int:
+        """Lock the file `lock`, then rename `source` (the file or the directory holding it) to `target`;
+        returns the locked descriptor."""
+        lock_fd = _locked_file(lock)
+        try:
+            os.rename(source, target)
+            if self.sync:
+                fsync_directory(parent)
+        except OSError:
+            os.close(lock_fd)
+            raise
+        return lock_fd
 
     def _hold(self, lock_fd: int) -> None:
         if self.lock_fd is not None:
