@@ -11,8 +11,9 @@ import threading
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -72,6 +73,33 @@ def journal_events(database) -> list:
 
     return [event for directory in journal.journal_directories(str(database))
             for _, events in journal.unsettled_events(directory) for event in events]
+
+
+@contextmanager
+def tmpfs(directory: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of `size_bytes` mounted at `directory` (made if missing) for the block: a small volume a test
+    can fill up. Needs root; whatever uses the volume must be stopped before the block ends."""
+    directory.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        if subprocess.run(["umount", str(directory)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(directory)], check=True)  # still busy: detach it now, free it later
+
+
+def fill_up(directory: Path) -> None:
+    """Take every byte left on `directory`'s volume with a file of its own: the disk is full from now on."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, bytes(size))
+            except OSError:  # less than that is left: take it in smaller pieces
+                size //= 2
+    finally:
+        os.close(fd)
 
 
 def free_port() -> int:

@@ -121,6 +121,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Bytes of pending documents (the backlog) at which new events are refused; dead letters have their own
     # bound, the oldest dropped first by the janitor.
     pending_max_bytes: _AtLeastOne = 1 << 30
+    # Space kept free beside the store so that a backlog can drain from a full disk (pending/reserve.py); 0
+    # turns it off. It must hold SQLite's write-ahead log before a checkpoint (about 4 MiB) and two claims.
+    pending_reserve_bytes: _NotNegative = 16 << 20
     dead_letter_max_bytes: _AtLeastOne = 256 << 20
     janitor_interval_seconds: _Seconds = 300.0
     ack_mode: Literal["durable", "memory", "kafka"] = "durable"

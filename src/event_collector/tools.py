@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 
 from .buffer import Buffer
 from .exceptions import OpenSearchUnavailable, StoreError
-from .pending import PendingStore, open_store
+from .pending import PendingStore, open_store, read_statistics
+from .pending.reserve import Reserve
 from .settings import Settings
 from .shipper.client import OpenSearchClient
 from .shipper.template import TemplateGuard
@@ -16,8 +17,9 @@ from .shipper.worker import Shipper, Verdict
 
 
 async def pending_stats(settings: Settings) -> str:
-    async with _store(settings) as store:
-        stats = await store.statistics()
+    """The figures, read without writing anything to the store's volume: they answer on a full disk."""
+    _require_store(settings)
+    stats = await read_statistics(settings)
     age = "-" if stats.oldest_received_at is None else _duration(time.time() - stats.oldest_received_at)
     lines = [
         f"pending rows       {stats.rows}",
@@ -26,8 +28,19 @@ async def pending_stats(settings: Settings) -> str:
         f"dead-letter rows   {stats.dead_letter_rows}",
         f"dead-letter bytes  {stats.dead_letter_bytes}",
         "attempts histogram " + (", ".join(f"{k}: {v}" for k, v in sorted(stats.attempts_histogram.items())) or "-"),
+        f"disk reserve       {_reserve_state(settings)}",
     ]
     return "\n".join(lines)
+
+
+def _reserve_state(settings: Settings) -> str:
+    reserve = Reserve(settings.sqlite_path, settings.pending_reserve_bytes)
+    if not reserve.size_bytes:
+        return "off (PENDING_RESERVE_BYTES=0)"
+    if reserve.held:
+        return f"{reserve.size_bytes} bytes held"
+    return (f"missing (spent on draining a full disk, or no room for it): events that must be stored are refused "
+            f"until the volume has {2 * reserve.size_bytes} bytes free")
 
 
 async def pending_replay(settings: Settings) -> str:
@@ -84,8 +97,7 @@ class _store:
     """The configured store, opened for one command."""
 
     def __init__(self, settings: Settings) -> None:
-        if not os.path.exists(settings.sqlite_path):
-            raise StoreError(f"no pending store at {settings.sqlite_path} (check DATABASE_URL)")
+        _require_store(settings)
         self._store = open_store(settings)
 
     async def __aenter__(self) -> PendingStore:
@@ -94,6 +106,11 @@ class _store:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._store.close()
+
+
+def _require_store(settings: Settings) -> None:
+    if not os.path.exists(settings.sqlite_path):
+        raise StoreError(f"no pending store at {settings.sqlite_path} (check DATABASE_URL)")
 
 
 def _duration(seconds: float) -> str:

@@ -23,7 +23,8 @@ def small_volume(tmp_path):
 
 def test_a_disk_filled_by_the_journal_is_written_again_once_its_events_are_delivered(collector_factory, opensearch,
                                                                                      small_volume):
-    collector = collector_factory(DATABASE=small_volume / "store.db", ACK_MODE="durable")
+    # A reserve of 1 MiB (PENDING_RESERVE_BYTES) for draining a backlog: the volume has room for it twice over.
+    collector = collector_factory(DATABASE=small_volume / "store.db", ACK_MODE="durable", PENDING_RESERVE_BYTES=1 << 20)
     padding = "p" * 700  # about 850 bytes an event, as the operations run sent
     accepted, refused, reasons = [], 0, []
 

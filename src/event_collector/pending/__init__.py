@@ -5,9 +5,10 @@ from __future__ import annotations
 from ..exceptions import ConfigError
 from ..settings import Settings
 from .base import DeadLetter, Failure, PendingStatistics, PendingStore
-from .sqlite import SqliteStore
+from .sqlite import SqliteStore, statistics_read_only
 
-__all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store"]
+__all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore", "SqliteStore", "open_store",
+           "read_statistics"]
 
 
 def open_store(settings: Settings, *, recover_damaged: bool = False) -> PendingStore:
@@ -29,5 +30,14 @@ def open_store(settings: Settings, *, recover_damaged: bool = False) -> PendingS
             synchronous=settings.sqlite_synchronous.upper(),
             journal_segment_bytes=settings.journal_segment_bytes,
             recover_damaged=recover_damaged,
+            reserve_bytes=settings.pending_reserve_bytes,
         )
+    raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")
+
+
+async def read_statistics(settings: Settings) -> PendingStatistics:
+    """The figures of the store named by DATABASE_URL, read without writing anything: they can be read from a
+    full disk, exactly when they are needed."""
+    if settings.database_url.startswith("sqlite://"):
+        return await statistics_read_only(settings.sqlite_path)
     raise ConfigError(f"DATABASE_URL scheme not supported: {settings.database_url!r}")

@@ -67,7 +67,8 @@ class PendingStore(Protocol):
         """Finish queued writes, stop beating: rows still leased to this process can be adopted at once."""
 
     def check_room(self) -> None:
-        """Raise StoreFull when the backlog (pending documents' bytes) is at its cap."""
+        """Raise StoreFull when the backlog (pending documents' bytes) is at its cap, or while the store has
+        no room kept for draining it from a full disk."""
 
     async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
         """Insert envelopes (setting their `pending_id`); a leased row is this process's until it is
@@ -89,7 +90,8 @@ class PendingStore(Protocol):
 
     async def claim_due(self, limit: int) -> list[Envelope]:
         """Lease up to `limit` due rows that nobody holds and return them as envelopes (adopting the rows
-        of dead processes first, now and then)."""
+        of dead processes first, now and then). Works on a full disk: claiming and deleting delivered rows
+        may use the room kept for draining."""
 
     async def statistics(self) -> PendingStatistics: ...
 

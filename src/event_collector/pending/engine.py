@@ -236,6 +236,11 @@ def _run_operations(connection: sqlite3.Connection, operations: list[Operation |
     return results
 
 
+def out_of_space(error: BaseException) -> bool:
+    """Whether a StoreError came of a full disk (or a file size limit): SQLite says SQLITE_FULL."""
+    return getattr(error.__cause__, "sqlite_errorname", None) == "SQLITE_FULL"
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     try:
         status = os.stat(path)

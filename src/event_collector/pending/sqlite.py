@@ -1,9 +1,9 @@
 """The SQLite pending store: one file (WAL) shared by every worker process and the operator's tools.
 
 Its parts: `engine` (the thread, group commit, SQLite errors), `schema` (opening, migrations, recovery,
-space), `rows` (the SQL), `liveness` (heartbeat files) and `journal` (durable mode's events in flight, in
-files of this process's own beside the store). This module decides what each call of the PendingStore
-interface does with them.
+space), `rows` (the SQL), `liveness` (heartbeat files), `journal` (durable mode's events in flight, in
+files of this process's own beside the store) and `reserve` (space kept for draining from a full disk).
+This module decides what each call of the PendingStore interface does with them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 import uuid
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from .. import metrics
 from ..envelope import Envelope
@@ -23,8 +23,9 @@ from ..exceptions import StoreError, StoreFull
 from ..retry import backoff_seconds
 from . import journal, rows, schema
 from .base import DeadLetter, Failure, PendingStatistics
-from .engine import Engine, Together
+from .engine import Engine, Together, out_of_space
 from .liveness import Liveness
+from .reserve import Reserve
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ _LEAST_PAUSE_SECONDS = 0.1
 _FORGET_OWNERS_AFTER_SECONDS = 86_400
 # How often the journal and the store's file are checked for removal (docs/delivery.md, "Store layout").
 FILES_CHECK_SECONDS = 0.5
+# While the reserve is missing, a process tries to make it again at most this often.
+_RESERVE_RETRY_SECONDS = 1.0
 
 
 class SqliteStore:
@@ -52,6 +55,7 @@ class SqliteStore:
         synchronous: str = "NORMAL",
         journal_segment_bytes: int = journal.SEGMENT_BYTES,
         recover_damaged: bool = False,
+        reserve_bytes: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
@@ -77,6 +81,10 @@ class SqliteStore:
         self.dead_letter_bytes = 0
         self._in_flight_bytes = 0
         self._adopted_at = -math.inf
+        # Space set aside on the volume for draining from a full disk (reserve.py): made at the first
+        # `check_room`, spent by a claim or a delete of delivered rows that fails for want of space.
+        self._reserve = Reserve(path, reserve_bytes)
+        self._reserve_tried_at = -math.inf
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -170,9 +178,21 @@ class SqliteStore:
     # -- the pipeline ----------------------------------------------------------------------------
 
     def check_room(self) -> None:
-        """Raise StoreFull when the backlog is at PENDING_MAX_BYTES: new events are refused, never dropped."""
+        """Raise StoreFull when the backlog is at PENDING_MAX_BYTES, or while the volume has no room for the
+        reserve that lets a backlog drain from a full disk: new events are refused, never dropped."""
         if self.backlog_bytes >= self._max_bytes:
             raise StoreFull(f"the pending backlog is at its cap of {self._max_bytes} bytes (PENDING_MAX_BYTES)")
+        if not self._reserve.held and not self._make_reserve():
+            raise StoreFull(f"the pending store's volume has no room for the {self._reserve.size_bytes} bytes it "
+                            f"keeps for draining from a full disk (PENDING_RESERVE_BYTES, {self._reserve.path}): "
+                            "new events are refused until it has room for them twice over")
+
+    def _make_reserve(self) -> bool:
+        now = self._clock()
+        if now - self._reserve_tried_at < _RESERVE_RETRY_SECONDS:
+            return False
+        self._reserve_tried_at = now
+        return self._reserve.make()
 
     async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
         if not envelopes:
@@ -206,7 +226,7 @@ class SqliteStore:
         # replayed (answered 409), but an event left unsettled would pin its segment for good.
         self._settled(envelopes)
         if pending:
-            await self.engine.write(lambda c: rows.delete_pending(c, pending))
+            await self._write_to_drain(lambda c: rows.delete_pending(c, pending))
 
     async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
         if not failures:
@@ -275,9 +295,36 @@ class SqliteStore:
         if limit <= 0:
             return []
         if self._clock() - self._adopted_at >= self._liveness.timeout_seconds / 3:
-            await self.adopt_orphans()
+            try:
+                await self.adopt_orphans()
+            except StoreError as exc:  # the due rows go on draining; adoption is tried again next time
+                log.warning("adopting the rows of stopped processes failed: %s", exc)
         now = self._clock()
-        return await self.engine.write(lambda c: rows.claim(c, self.owner, now, limit))
+        return await self._write_to_drain(lambda c: rows.claim(c, self.owner, now, limit))
+
+    async def _write_to_drain(self, operation: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A write that drains the backlog: a claim, or the delete of delivered rows (which, failed, would
+        leave them leased to this process for as long as it lives). When it fails for want of space, the
+        reserve is spent on it (reserve.py) and it runs again, in a transaction of its own."""
+        try:
+            return await self.engine.write(operation)
+        except StoreError as exc:
+            if not out_of_space(exc):
+                raise
+            await self._spend_reserve(exc)
+        return await self.engine.write_alone(operation)
+
+    async def _spend_reserve(self, cause: StoreError) -> None:
+        if self._reserve.spend():
+            log.error("the pending store's volume is full (%s): gave the %d bytes set aside in %s back to it for "
+                      "the backlog to drain; new events that must be stored are refused until it has room for "
+                      "them twice over", cause, self._reserve.size_bytes, self._reserve.path)
+        try:
+            # The log's pages go into the file now, with the space just freed, so that it starts over from
+            # its beginning rather than grows.
+            await self.engine.call(schema.checkpoint)
+        except StoreError as exc:
+            log.error("pending store %s: copying the write-ahead log into the file failed: %s", self.path, exc)
 
     async def statistics(self) -> PendingStatistics:
         """The pending table's rows and every process's events in flight (read from the journals)."""
@@ -379,3 +426,14 @@ class SqliteStore:
 
     async def requeue_dead_letters(self, reason: str | None) -> int:
         return await self._in_chunks(lambda c: rows.requeue_dead_letters(c, reason))
+
+
+async def statistics_read_only(path: str) -> PendingStatistics:
+    """The figures of the store at `path`, read on a read-only connection: nothing is written (no migration,
+    no journal of its own, no heartbeat), so that they can be read from a full disk or a read-only mount."""
+    store = SqliteStore(path)
+    await store.engine.open(lambda: schema.open_read_only(path))
+    try:
+        return await store.statistics()
+    finally:
+        await store.engine.close()
