@@ -3,28 +3,22 @@ until the active segment, not yet at its 8 MiB roll, fills the disk. The collect
 cannot write, says why in /readyz, and takes events again by itself: the full segment rolls, and is
 unlinked once its events are delivered."""
 
-import subprocess
-
 import pytest
 
-from support import assert_delivered_exactly_once, event, wait_until
+from support import assert_delivered_exactly_once, event, tmpfs, wait_until
 
 
 @pytest.fixture
 def small_volume(tmp_path):
-    volume = tmp_path / "volume"
-    volume.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(volume)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the test (run as root): {mounted.stderr.decode()}")
-    yield volume
-    subprocess.run(["umount", "-l", str(volume)], check=False)
+    with tmpfs(tmp_path / "volume", 8 << 20) as volume:
+        yield volume
 
 
 def test_a_disk_filled_by_the_journal_is_written_again_once_its_events_are_delivered(collector_factory, opensearch,
                                                                                      small_volume):
     # A reserve of 1 MiB (PENDING_RESERVE_BYTES) for draining a backlog: the volume has room for it twice over.
-    collector = collector_factory(DATABASE=small_volume / "store.db", ACK_MODE="durable", PENDING_RESERVE_BYTES=1 << 20)
+    collector = collector_factory(DATABASE=small_volume / "store.db", ACK_MODE="durable",
+                                  PENDING_RESERVE_BYTES=1 << 20)
     padding = "p" * 700  # about 850 bytes an event, as the operations run sent
     accepted, refused, reasons = [], 0, []
 
