@@ -1,7 +1,8 @@
 """`event-collector index` against a real Kafka broker and the real OpenSearch node: events on the topic are
 indexed exactly once, offsets are committed only after delivery, two indexers share the partitions and
-survive the kill -9 of one, an outage pauses them without skipping, and refused events go to the
-dead-letter topic, from where `dead-letter requeue` brings them back once the mapping is fixed."""
+survive the kill -9 of one, an outage pauses them without skipping, refused events go to the
+dead-letter topic, from where `dead-letter requeue` brings them back once the mapping is fixed, and a record
+spread over several lines costs no other record its attempts."""
 
 from __future__ import annotations
 
@@ -250,4 +251,32 @@ def test_refused_events_are_dead_lettered_and_requeued_after_the_fix(kafka, inde
     # The requeue mark: the same letters are not requeued twice; the record that is not an event stays.
     assert "0 dead letters requeued" in cli(env, "dead-letter", "requeue", "--reason", "mapper")
     assert "1 dead letters requeued" in cli(env, "dead-letter", "requeue", "--reason", "not an event")
+    assert indexer.stop() == 0
+
+
+def test_a_record_with_raw_newlines_costs_only_itself_and_the_batch_is_not_retried(kafka, indexers, opensearch):
+    topics = Topics(kafka)
+    sent = envelopes(topics.environment, 30)
+    # Another producer's pretty-printed JSON: valid once it is one line again.
+    pretty = envelopes(topics.environment, 1, prefix="pretty-")[0]
+    pretty_record = to_record(msgspec.structs.replace(pretty, document=msgspec.json.format(pretty.document, indent=2)))
+    assert pretty_record[1].count(b"\n") > 3
+    # A letter edited by hand into something that is not JSON, newline included, and produced again.
+    broken = envelopes(topics.environment, 1, prefix="broken-")[0]
+    broken_record = to_record(msgspec.structs.replace(broken, document=b'{"log_id": "' + broken.log_id.encode() +
+                                                      b'",\n oops}'))
+    topics.produce(sent[:15], extra=[pretty_record, broken_record])
+    topics.produce(sent[15:])
+    indexer = indexers(topics.env(BULK_SIZE=100))
+    wait_until(lambda: opensearch.count(topics.environment) >= len(sent) + 1 or "kept for retry" in indexer.log(),
+               timeout=60, message=f"the topic indexed\n{indexer.log()}")
+    # No request was refused as a whole: nothing waited for a retry, each record was settled at its first try.
+    assert "kept for retry" not in indexer.log(), indexer.log()
+    assert_once("kafka indexer: a record with raw newlines", sent + [pretty], opensearch, topics.environment)
+    assert opensearch.indexed_document(topics.environment, pretty.log_id) == msgspec.json.decode(pretty.document)
+    wait_until(lambda: topics.committed() == len(sent) + 2, timeout=30, message="every offset committed")
+    letters = topics.dead_letters()
+    assert [dict(m.headers())["log_id"].decode() for m in letters] == [broken.log_id]
+    assert b"not JSON" in dict(letters[0].headers())["dead_letter_reason"]
+    assert letters[0].value() == broken_record[1]
     assert indexer.stop() == 0

@@ -68,3 +68,17 @@ def test_a_record_carries_everything_the_bulk_action_needs_and_comes_back_the_sa
             from_record(b"k", b"{}", broken)
     with pytest.raises(BadRecord):
         from_record(b"k", None, headers)
+
+
+def test_a_record_value_is_one_json_line_and_one_that_is_not_a_json_object_is_not_an_event():
+    from event_collector.kafka.records import BadRecord, from_record
+
+    headers = [("index", b"events_t_2026-11"), ("log_id", b"id-1")]
+    one_line = b'{"log_id": "id-1", "param": {"a": [1, 2]}}'
+    assert from_record(b"u", one_line, headers).document == one_line  # kept byte for byte
+    pretty = b'{\n  "log_id": "id-1",\n  "param": {\n    "a": [1, 2]\n  }\n}\n'
+    assert from_record(b"u", pretty, headers).document == b'{"log_id":"id-1","param":{"a":[1,2]}}'
+    for not_an_object in (b"hello", b'{"log_id": "id-1",\n oops}', b"[1, 2]", b'"text"', b'{"a": "\xff"}',
+                          b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(BadRecord, match="not an event record: the value is"):
+            from_record(b"u", not_an_object, headers)

@@ -26,3 +26,10 @@ def test_the_group_is_kafka_group_id_when_set():
 def test_dead_letters_are_produced_idempotently_to_all_in_sync_replicas():
     config = producer_config(settings())
     assert config["enable.idempotence"] is True and config["acks"] == "all"
+
+
+def test_a_dead_letter_is_reported_within_the_produce_timeout_and_may_be_as_large_as_an_event():
+    config = producer_config(settings(KAFKA_PRODUCE_TIMEOUT_SECONDS="7", MAX_BODY_BYTES=str(4 * 1024 * 1024)))
+    # Not librdkafka's 300 s: a letter the brokers do not take is reported, logged and produced again.
+    assert config["message.timeout.ms"] == 7000
+    assert config["message.max.bytes"] > 4 * 1024 * 1024

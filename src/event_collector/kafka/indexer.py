@@ -2,15 +2,16 @@
 
 One batch at a time: consume up to BULK_SIZE records, deliver every event (the serve path's bulk body,
 `_id`, classification and breaker: shipper/bulk.py, shipper/client.py, retry.py), dead-letter the refused
-ones to KAFKA_DEAD_LETTER_TOPIC, then commit the batch's offsets synchronously, and only then consume the
-next batch. An offset is therefore committed only once every record before it is in
-OpenSearch or in the dead-letter topic; a crash at any point re-reads from the last commit, and the
-re-sent `create`s answer 409, counted as delivered (exactly once in OpenSearch).
+ones to KAFKA_DEAD_LETTER_TOPIC and wait until the brokers have acknowledged each letter, then commit the
+batch's offsets synchronously, and only then consume the next batch. An offset is therefore committed only
+once every record before it is in OpenSearch or in the dead-letter topic; a crash at any point re-reads from
+the last commit, and the re-sent `create`s answer 409, counted as delivered (exactly once in OpenSearch).
 
-While OpenSearch does not take requests the breaker holds the batch and the partitions are paused; the
-consumer is polled meanwhile so that the group keeps it as a member (max.poll.interval.ms). Partitions
-revoked during a batch (a rebalance) are dropped from it and never committed by this member: their new
-owner reads them again from the last commit. Which member owns which partition is Kafka's group protocol.
+While OpenSearch does not take requests, or the dead-letter topic does not take the letters, the batch is
+held and the partitions are paused; the consumer is polled meanwhile so that the group keeps it as a member
+(max.poll.interval.ms). Partitions revoked during a batch (a rebalance) are dropped from it and never
+committed by this member, even if they are assigned back before the batch ends: their owner reads them again
+from the last commit. Which member owns which partition is Kafka's group protocol.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 _KEEP_ALIVE_SECONDS = 1.0
 # How long one consume() waits for records when the topic is quiet: bounds how late a stop is noticed.
 _CONSUME_WAIT_SECONDS = 0.5
+# How long the dead letters of an abandoned batch may take to reach the brokers at exit. Their batch is not
+# committed, so the partitions' next owner writes them again anyway: this only saves work, never an event.
+_EXIT_FLUSH_SECONDS = 5.0
+# A letter is the topic's record plus the dead_letter_* headers (the reason is OpenSearch's, a few hundred bytes).
+_LETTER_OVERHEAD_BYTES = 128 * 1024
 _STATUS = re.compile(r"^(\d{3})\b")
 
 
@@ -59,7 +65,41 @@ def consumer_config(settings: Settings) -> dict:
 
 
 def producer_config(settings: Settings) -> dict:
-    return {**connection_config(settings), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    return {
+        **connection_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        # Each letter gets its delivery report, acknowledged or failed, within KAFKA_PRODUCE_TIMEOUT_SECONDS;
+        # librdkafka retries inside that window itself (a new leader, too few in-sync replicas). A letter
+        # reported failed is produced again by the indexer, with a backoff, for as long as it takes, and the
+        # batch stays uncommitted meanwhile: the timeout decides how often that is logged, never whether a
+        # letter is given up. librdkafka's default (300 s) left five minutes without a word; 0 (no timeout)
+        # would never report a topic that stays unwritable.
+        "message.timeout.ms": int(settings.kafka_produce_timeout_seconds * 1000),
+        # A record on the topic may be as large as the collectors produce (MAX_BODY_BYTES and headers, see
+        # kafka/producer.py); librdkafka's 1,000,000-byte default would refuse the letter of the largest.
+        "message.max.bytes": max(1_000_000, settings.max_body_bytes + _LETTER_OVERHEAD_BYTES),
+    }
+
+
+class _Letter:
+    """One record bound for the dead-letter topic, and what the brokers said about it: written only once its
+    delivery report says so (no report yet is not an acknowledgement)."""
+
+    __slots__ = ("message", "reason", "status", "attempts", "in_flight", "acknowledged", "error")
+
+    def __init__(self, message: Message, reason: str, status: str, attempts: int) -> None:
+        self.message, self.reason, self.status, self.attempts = message, reason, status, attempts
+        self.in_flight = False
+        self.acknowledged = False
+        self.error: KafkaError | None = None
+
+    def reported(self, error: KafkaError | None, _message: Message | None) -> None:
+        """librdkafka's delivery report, in the thread that flushes."""
+        self.error = error
+        self.acknowledged = error is None
+        self.in_flight = False
 
 
 @dataclass
@@ -68,14 +108,15 @@ class _Batch:
     # The records still to deliver and the attempts each used, by position in `messages`.
     waiting: dict[int, Envelope] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
-    # (position, reason, status) of each record that goes to the dead-letter topic.
-    letters: list[tuple[int, str, str]] = field(default_factory=list)
+    # The records that go to the dead-letter topic.
+    letters: list[_Letter] = field(default_factory=list)
     # Partitions whose records this member gave up during the batch (revoked): never committed by it.
     abandoned: set[tuple[str, int]] = field(default_factory=set)
 
 
 class _Abandoned(Exception):
-    """The indexer stops while the batch waits for OpenSearch or a retry: it is left uncommitted."""
+    """The indexer stops while the batch waits for OpenSearch, a retry or its dead letters: it is left
+    uncommitted."""
 
 
 class Indexer:
@@ -113,18 +154,18 @@ class Indexer:
                                                              self._settings.bulk_size, _CONSUME_WAIT_SECONDS)
                 self._carried = []
                 if messages:
-                    try:
-                        await self._index(messages)
-                    except _Abandoned:
-                        log.warning("stopping: the batch in progress is abandoned, uncommitted (its records are "
-                                    "read again by the partitions' next owner)")
+                    await self._index(messages)
         finally:
             template.cancel()
             # Leaving the group hands its partitions over at once; nothing uncommitted is committed.
             await asyncio.to_thread(self._consumer.close)
-            self._producer.flush(5)
+            unsent = await asyncio.to_thread(self._producer.flush, _EXIT_FLUSH_SECONDS)
+            if unsent:
+                log.warning("%d dead letters not acknowledged at exit: their batch was not committed, so the "
+                            "partitions' next owner dead-letters those records again", unsent)
             await self._client.close()
-            log.info("indexer stopped: %d events delivered, %d dead-lettered", self.delivered, self.dead_lettered)
+            log.info("indexer stopped: %d events delivered, %d dead-lettered, %d dead letters not acknowledged "
+                     "at exit", self.delivered, self.dead_lettered, unsent)
 
     async def _index(self, messages: list[Message]) -> None:
         batch = self._read(messages)
@@ -136,6 +177,12 @@ class Indexer:
             await self._deliver(batch)
             await self._dead_letter(batch)
             await self._commit(batch)
+        except _Abandoned:
+            unwritten = sum(not letter.acknowledged for letter in batch.letters)
+            log.warning("stopping: the batch in progress is abandoned, uncommitted, %d of its dead letters not "
+                        "acknowledged by the brokers (its records are read again by the partitions' next owner)",
+                        unwritten)
+            return
         finally:
             keep_alive.cancel()
             await asyncio.gather(keep_alive, return_exceptions=True)
@@ -158,7 +205,7 @@ class Indexer:
             try:
                 batch.waiting[position] = from_record(message.key(), message.value(), message.headers())
             except BadRecord as exc:
-                batch.letters.append((position, str(exc), ""))
+                batch.letters.append(_Letter(message, str(exc), "", 0))
         return batch
 
     async def _deliver(self, batch: _Batch) -> None:
@@ -166,6 +213,8 @@ class Indexer:
         batch while OpenSearch does not take requests."""
         while batch.waiting:
             self._drop_revoked(batch)
+            if not batch.waiting:
+                return
             positions = list(batch.waiting)
             envelopes = [batch.waiting[p] for p in positions]
             await self._permit()
@@ -197,7 +246,10 @@ class Indexer:
     async def _deliver_in_parts(self, batch: _Batch, positions: list[int]) -> None:
         middle = len(positions) // 2
         for part in (positions[:middle], positions[middle:]):
-            sub = _Batch(batch.messages, {p: batch.waiting[p] for p in part}, batch.attempts)
+            # The halves share the batch's attempts and abandoned partitions: a partition revoked while a half
+            # is delivered must not be committed by the batch even if it is assigned back before the commit.
+            sub = _Batch(batch.messages, {p: batch.waiting[p] for p in part}, batch.attempts,
+                         abandoned=batch.abandoned)
             await self._deliver(sub)
             for p in part:
                 batch.waiting.pop(p, None)
@@ -232,35 +284,58 @@ class Indexer:
     def _to_dead_letter(self, batch: _Batch, position: int, reason: str) -> None:
         batch.waiting.pop(position, None)
         status = _STATUS.match(reason.split(": ", 1)[-1] if reason.startswith("gave up") else reason)
-        batch.letters.append((position, reason, status.group(1) if status else ""))
+        batch.letters.append(_Letter(batch.messages[position], reason, status.group(1) if status else "",
+                                     batch.attempts.get(position, 0)))
 
     async def _dead_letter(self, batch: _Batch) -> None:
-        """Produce the batch's letters and wait for the brokers to acknowledge each (idempotent, acks=all)
-        before the commit; retried until they are, since committing past an unwritten letter would lose it."""
-        self._drop_revoked(batch)
-        letters = [(batch.messages[p], reason, status, batch.attempts.get(p, 0)) for p, reason, status in batch.letters]
-        delay = 0
-        while letters:
-            failed: list = []
-            for message, reason, status, attempts in letters:
-                headers = letter_headers(message, reason, status, attempts)
-                self._producer.produce(self._dead_letter_topic, key=message.key(), value=message.value(),
-                                       headers=headers,
-                                       on_delivery=lambda err, _m, entry=(message, reason, status, attempts):
-                                       err and failed.append((entry, err)))
-            await asyncio.to_thread(self._producer.flush, self._settings.kafka_produce_timeout_seconds)
-            done = len(letters) - len(failed)
-            if done:
-                log.error("%d events dead-lettered to %s, first: %s", done, self._dead_letter_topic, letters[0][1])
-                metrics.events_dead_lettered.inc(done)
-                self.dead_lettered += done
-            if not failed:
+        """Produce the batch's letters (idempotent, acks=all) and return once the brokers have acknowledged
+        every one, since committing past a letter they do not have would lose its event. A letter is waited for
+        until its delivery report comes (within message.timeout.ms); one reported failed, or refused by the
+        local queue, is produced again after a backoff (1 s doubling to 30 s), for as long as it takes: the
+        partitions stay paused and the member stays in the group meanwhile (_keep_alive). A stop during a
+        backoff abandons the batch, uncommitted."""
+        failures = 0
+        while True:
+            # Letters of a partition revoked meanwhile are no longer this member's to write: its owner will.
+            self._drop_revoked(batch)
+            unwritten = [letter for letter in batch.letters if not letter.acknowledged]
+            if not unwritten:
                 return
-            log.error("could not write %d dead letters to %s (%s): retrying; the batch is not committed",
-                      len(failed), self._dead_letter_topic, failed[0][1])
-            letters = [entry for entry, _err in failed]
-            await self._wait(backoff_seconds(delay, 1.0, 30.0))
-            delay += 1
+            sent = [letter for letter in unwritten if self._produce(letter)]
+            while any(letter.in_flight for letter in sent):
+                await asyncio.to_thread(self._producer.flush, _KEEP_ALIVE_SECONDS)
+            written = [letter for letter in sent if letter.acknowledged]
+            if written:
+                log.error("%d events dead-lettered to %s, first: %s", len(written), self._dead_letter_topic,
+                          written[0].reason)
+                metrics.events_dead_lettered.inc(len(written))
+                self.dead_lettered += len(written)
+            failed = [letter for letter in unwritten if not letter.acknowledged]
+            if failed:
+                delay = backoff_seconds(failures, 1.0, 30.0)
+                failures += 1
+                log.error("could not write %d dead letters to %s (%s): the batch is not committed and its "
+                          "partitions stay paused; produced again in %.0f s", len(failed), self._dead_letter_topic,
+                          failed[0].error.str(), delay)
+                await self._wait(delay)
+
+    def _produce(self, letter: _Letter) -> bool:
+        """Queue the letter in librdkafka; False (the letter failed, with the error) if the queue refuses it."""
+        message = letter.message
+        letter.in_flight = True
+        try:
+            self._producer.produce(self._dead_letter_topic, key=message.key(), value=message.value(),
+                                   headers=letter_headers(message, letter.reason, letter.status, letter.attempts),
+                                   on_delivery=letter.reported)
+        except BufferError as exc:
+            letter.in_flight, letter.error = False, KafkaError(KafkaError._QUEUE_FULL, str(exc))
+            return False
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            letter.in_flight, letter.error = False, exc.args[0]
+            return False
+        return True
 
     async def _commit(self, batch: _Batch) -> None:
         """Commit, per partition, the offset after the batch's last record (all of them are settled)."""
@@ -288,14 +363,13 @@ class Indexer:
             if (message.topic(), message.partition()) in self._revoked:
                 batch.waiting.pop(position, None)
                 batch.abandoned.add((message.topic(), message.partition()))
-        batch.letters = [entry for entry in batch.letters
-                         if (batch.messages[entry[0]].topic(), batch.messages[entry[0]].partition())
-                         not in self._revoked]
+        batch.letters = [letter for letter in batch.letters
+                         if (letter.message.topic(), letter.message.partition()) not in self._revoked]
 
     async def _keep_alive(self) -> None:
-        """A batch that waits (breaker open, retry backoff) pauses the partitions, so nothing more is fetched,
-        and polls the consumer: the group drops a member that does not poll within max.poll.interval.ms;
-        rebalance callbacks run here too. A batch settled within a second pauses nothing, so that librdkafka's
+        """A batch that waits (breaker open, retry backoff, dead letters not acknowledged yet) pauses the
+        partitions, so nothing more is fetched, and polls the consumer: the group drops a member that does not
+        poll within max.poll.interval.ms; rebalance callbacks run here too. A batch settled within a second pauses nothing, so that librdkafka's
         prefetch of the next one is kept (a pause discards it)."""
         while True:
             await asyncio.sleep(_KEEP_ALIVE_SECONDS)

@@ -5,12 +5,17 @@
 - headers: `index` (the target index), `log_id` (the document `_id`, which makes redelivery idempotent) and
   `received_at` (seconds since the epoch, as text).
 
-A record that lacks these cannot be indexed: `from_record` raises BadRecord and the indexer dead-letters it.
+A record that lacks these, or whose value is not a JSON object, cannot be indexed: `from_record` raises
+BadRecord and the indexer dead-letters it. A value is one line of the bulk body: a JSON object spread over
+several lines (pretty-printed by another producer, a letter edited and produced again) is re-encoded on one
+line, since a raw newline would end the line early and OpenSearch would refuse the whole request.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
+
+import msgspec
 
 from ..envelope import Envelope
 
@@ -36,5 +41,18 @@ def from_record(key: bytes | None, value: bytes | None, headers: Iterable[tuple[
         raise BadRecord(f"not an event record (headers index, log_id, received_at): {exc!r}") from None
     if not value or not index or not log_id:
         raise BadRecord("not an event record: empty document, index or log_id")
-    return Envelope(index=index, log_id=log_id, document=value, received_at=received_at,
+    return Envelope(index=index, log_id=log_id, document=_one_line(value), received_at=received_at,
                     user_id=(key or b"").decode(errors="replace"))
+
+
+def _one_line(value: bytes) -> bytes:
+    """The document as one line of the bulk body. Every value is decoded (about a microsecond for an event), so
+    that one that is not a JSON object is dead-lettered with its reason rather than sent; only a value that
+    holds a raw newline is re-encoded, the collector's own records (one line already) are kept byte for byte."""
+    try:
+        document = msgspec.json.decode(value)
+    except (ValueError, RecursionError) as exc:  # msgspec.DecodeError and invalid UTF-8 are ValueErrors
+        raise BadRecord(f"not an event record: the value is not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise BadRecord(f"not an event record: the value is JSON but not an object ({type(document).__name__})")
+    return msgspec.json.encode(document) if b"\n" in value else value
