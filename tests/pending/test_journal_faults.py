@@ -10,7 +10,7 @@ import os
 import pytest
 
 from event_collector.exceptions import StoreError
-from event_collector.pending import SqliteStore, journal
+from event_collector.pending import Failure, SqliteStore, journal
 from support import wait_until_async
 
 PAD = 300  # an event's record is then about 330 bytes: three to a 1,000-byte segment
@@ -234,3 +234,86 @@ async def test_one_event_left_unsettled_pins_a_bounded_number_of_segments(store)
     await store.delivered(pinned)
     await store.add([envelope(99)], leased=True)
     assert unsettled(store.path) == ["id-99"]
+
+
+async def test_a_compaction_that_cannot_unlink_the_oldest_segment_keeps_the_settle_records_after_it(store,
+                                                                                                 monkeypatch):
+    first = [envelope(n, PAD) for n in range(3)]
+    for one in first:
+        await store.add([one], leased=True)
+    second = [envelope(3, PAD)]
+    await store.add(second, leased=True)  # the second segment: the next settle record goes there
+    await store.dead_letter([Failure(first[1], "400 mapper"), Failure(first[2], "400 mapper")])
+    real_unlink, refused = os.unlink, []
+
+    def oldest_refused_once(path, *args, **kwargs):
+        if path.endswith("0000000000000001.seg") and not refused:
+            refused.append(path)
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", oldest_refused_once)
+    await store.delivered(second)
+    for n in range(4, 40):  # settled segments pile up behind id-0 until the journal compacts
+        one = [envelope(n, PAD)]
+        await store.add(one, leased=True)
+        await store.delivered(one)
+    assert refused
+    # After a crash now, the dead-lettered events must not come back from the segment that stayed.
+    assert unsettled(store.path) == ["id-0"]
+    await store.delivered(first[:1])
+    await store.add([envelope(99)], leased=True)
+    assert unsettled(store.path) == ["id-99"]
+
+
+async def test_a_failed_fdatasync_refuses_those_waiting_for_the_next_round_too(tmp_path, monkeypatch):
+    store = SqliteStore(str(tmp_path / "pending.db"), synchronous="FULL")
+    await store.open()
+    loop = asyncio.get_running_loop()
+    gate, calls, real_fdatasync = asyncio.Event(), [], os.fdatasync
+
+    def first_fails(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
+            raise OSError(errno.EIO, "Input/output error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", first_fails)
+    try:
+        first = asyncio.ensure_future(store.add([envelope(1)], leased=True))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(store.add([envelope(2)], leased=True))  # waits for the next round
+        await asyncio.sleep(0.1)
+        gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+        # The next round's fdatasync of the same file would succeed though the failed writeback lost pages.
+        assert all(isinstance(answer, StoreError) for answer in answers), answers
+        await asyncio.wait_for(store.add([envelope(3)], leased=True), 5)
+        assert unsettled(store.path) == ["id-3"]
+        assert "0000000000000001.seg" not in segments(store)  # a new file, not after the failed writeback
+    finally:
+        await store.close()
+
+
+async def test_a_settle_after_a_torn_record_goes_to_a_new_segment(store, monkeypatch):
+    held = [envelope(1), envelope(2)]
+    await store.add(held, leased=True)
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: real_pwrite(fd, data[:5], offset) and (
+        _ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
+    monkeypatch.setattr(os, "ftruncate", lambda fd, length: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
+    with pytest.raises(StoreError):
+        await store.add([envelope(3)], leased=True)
+    monkeypatch.undo()
+    await store.dead_letter([Failure(held[0], "400 mapper")])  # and nothing more arrives
+    assert unsettled(store.path) == ["id-2"]
+
+
+async def test_a_segment_removed_just_before_the_stop_is_in_the_journal_left_behind(tmp_path):
+    store = SqliteStore(str(tmp_path / "pending.db"))
+    await store.open()
+    await store.add([envelope(1), envelope(2)], leased=True)
+    os.unlink(os.path.join(store.journal.directory, segments(store)[-1]))
+    await store.close()  # at once, before the half-second check
+    assert unsettled(store.path) == ["id-1", "id-2"]

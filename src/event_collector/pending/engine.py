@@ -50,7 +50,9 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pending-sqlite")
         self._connection: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None
-        self._connect: Callable[[], sqlite3.Connection] | None = None
+        # The identity of the write-ahead log when the connection was made; see `log_lost`.
+        self._log: tuple[int, int] | None = None
+        self._checkpoint_every_commit = False
         self._queued: list[tuple[Operation | Together, asyncio.Future, bool]] = []
         self._committer: asyncio.Task | None = None
 
@@ -59,11 +61,11 @@ class Engine:
             try:
                 self._connection = connect()
                 self._file = _identity(self.path)
+                self._log = _identity(self.path + "-wal")
                 self._refresh(self._connection)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open pending store {self.path}: {exc}") from exc
 
-        self._connect = connect
         await self._on_thread(first_connection)
 
     async def close(self) -> None:
@@ -82,28 +84,17 @@ class Engine:
         return self._connection is not None and _identity(self.path) != self._file
 
     def log_lost(self) -> bool:
-        """Whether the write-ahead log was deleted while the store is open: SQLite would go on committing
-        into a file nobody reads after a crash."""
-        return self._connection is not None and _identity(self.path) == self._file and not os.path.exists(
-            self.path + "-wal")
+        """Whether the write-ahead log this connection writes is no longer the file at its path (deleted, or
+        another made there since): SQLite would go on committing into a file nobody reads after a crash."""
+        return self._log is not None and _identity(self.path + "-wal") != self._log
 
-    async def renew_log(self, *, reconnect: bool) -> None:
-        """Copy what the deleted log holds into the store's file (a checkpoint reads it through the open
-        descriptor). With `reconnect`, connect again, which makes a new log at its path: only for a process
-        alone on the store, since the processes sharing a store must share one log."""
-        def renew() -> None:
-            try:
-                self._connection.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if reconnect else 'PASSIVE'})"
-                                         ).fetchall()
-                if reconnect:
-                    self._connection.close()
-                    self._connection = self._connect()
-                    self._refresh(self._connection)
-            except (sqlite3.Error, OSError) as exc:
-                raise StoreError(f"pending store {self.path}: its write-ahead log was deleted, and copying it "
-                                 f"into the store failed: {exc}") from exc
-
-        await self._on_thread(renew)
+    async def copy_every_commit(self) -> None:
+        """From now on until the process ends, copy every commit into the store's file at once (a checkpoint,
+        reading the deleted log through the descriptor SQLite holds), and copy what is committed so far now.
+        The log is never renewed here: every process on the store writes one log, and a connection that
+        made a new one while the others write the old would split what they read."""
+        self._checkpoint_every_commit = True
+        await self._on_thread(lambda: _checkpoint(self._current_connection()))
 
     async def call(self, function: Operation) -> Any:
         """Run `function(connection)` on the store's thread, in no transaction: for reads, and for
@@ -166,6 +157,7 @@ class Engine:
                              f"file failed: {exc}") from exc
         connection.close()
         self._connection, self._file = replacement, _identity(self.path)
+        self._log = _identity(self.path + "-wal")
         self._refresh(replacement)
         return replacement
 
@@ -208,6 +200,11 @@ class Engine:
                 connection.execute("ROLLBACK")
             raise _GroupFailed() from exc
         self.commits += 1
+        if self._checkpoint_every_commit:  # before the callers hear of the commit: it is in the file now
+            try:
+                _checkpoint(connection)
+            except sqlite3.Error as exc:  # committed all the same
+                log.error("pending store %s: copying a commit into the file failed: %s", self.path, exc)
         try:
             self._refresh(connection)
         except sqlite3.Error as exc:  # committed all the same: the operations must not be reported failed
@@ -239,6 +236,13 @@ def _run_operations(connection: sqlite3.Connection, operations: list[Operation |
 def out_of_space(error: BaseException) -> bool:
     """Whether a StoreError came of a full disk (or a file size limit): SQLite says SQLITE_FULL."""
     return getattr(error.__cause__, "sqlite_errorname", None) == "SQLITE_FULL"
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    busy, logged, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy or copied < logged:  # a reader of another process holds an older snapshot: copied at a later one
+        log.warning("pending store: %d of %d frames of the deleted write-ahead log not copied yet (a reader "
+                    "holds them)", logged - copied, logged)
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -96,11 +96,6 @@ class Liveness:
             except FileNotFoundError:
                 return True
 
-    def others_alive(self) -> bool:
-        """Whether another process using the store beats now."""
-        return any(_OWNER_ID.fullmatch(path.name) and path.name != self.owner and self.is_alive(path.name)
-                   for path in self.directory.glob("*"))
-
     def forget_silent(self, older_than_seconds: float) -> int:
         """Remove the files of owners silent for that long (processes killed without a stop)."""
         cutoff = self._clock() - older_than_seconds

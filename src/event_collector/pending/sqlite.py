@@ -116,29 +116,20 @@ class SqliteStore:
         said = ""
         while True:
             await asyncio.sleep(FILES_CHECK_SECONDS)
-            self.journal.check()
             try:
+                self.journal.check()
                 if self.engine.file_changed():  # using the connection moves its rows into the file at the path
                     await self.engine.call(lambda connection: None)
-                elif self.engine.log_lost():
-                    await self._renew_log()
-            except StoreError as exc:
+                elif self.engine.log_lost() and not self._log_lost_said:
+                    self._log_lost_said = True
+                    log.error("pending store %s: its write-ahead log was deleted or replaced while in use; every "
+                              "commit is copied into the store's file at once from now on. Restart every process "
+                              "using the store, together, to start a new log", self.path)
+                    await self.engine.copy_every_commit()
+            except Exception as exc:  # the watch must outlive any one failure, or removals go unnoticed
                 if str(exc) != said:  # said once, not every half second
-                    log.error("%s", exc)
+                    log.error("checking the pending store's files failed: %s", exc)
                 said = str(exc)
-
-    async def _renew_log(self) -> None:
-        """The write-ahead log was deleted: what is committed to it would be lost to a crash. Alone on the
-        store, copy it into the store's file and start a new log. With other processes on the store, all
-        must go on sharing the deleted log (one of them starting a new one would split what they read), so
-        copy it into the file at every check until the processes restart."""
-        alone = not self._liveness.others_alive()
-        if alone or not self._log_lost_said:
-            log.error("pending store %s: its write-ahead log was deleted while in use; %s", self.path,
-                      "copying what it holds into the store and starting a new one" if alone else
-                      "copying what it holds into the store every half second until the collector restarts")
-            self._log_lost_said = not alone
-        await self.engine.renew_log(reconnect=alone)
 
     @property
     def backlog_bytes(self) -> int:

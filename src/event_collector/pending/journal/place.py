@@ -46,12 +46,9 @@ class Place:
     def lost(self) -> list[str]:
         """What of this directory is gone from the file system: the directory, the lock file (deleted, or
         replaced by a file this process does not hold)."""
-        try:
-            at_path = os.stat(os.path.join(self.directory, LOCK))
-        except (FileNotFoundError, NotADirectoryError):
-            return ["the lock file"] if os.path.isdir(self.directory) else ["the directory"]
-        held = os.fstat(self.lock_fd)
-        return [] if (at_path.st_ino, at_path.st_dev) == (held.st_ino, held.st_dev) else ["the lock file"]
+        if not os.path.isdir(self.directory):
+            return ["the directory"]
+        return [] if names_open_file(os.path.join(self.directory, LOCK), self.lock_fd) else ["the lock file"]
 
     def restore(self) -> None:
         """Make again what `lost` reports, the lock held throughout: a new lock file is locked before it
@@ -184,12 +181,24 @@ def orphans(store_path: str, own: str) -> Iterator[Orphan]:
         except BlockingIOError:
             os.close(lock_fd)
             continue  # alive
+        if not names_open_file(os.path.join(directory, LOCK), lock_fd):
+            os.close(lock_fd)
+            continue  # the live owner made its lock again meanwhile (Place.restore): this one was the old
         orphan = Orphan(directory, lock_fd)
         if name.startswith("."):
             orphan.remove()
             orphan.release()
             continue
         yield orphan
+
+
+def names_open_file(path: str, fd: int) -> bool:
+    """Whether `path` names the file open at `fd`."""
+    try:
+        at_path, held = os.stat(path), os.fstat(fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return (at_path.st_ino, at_path.st_dev) == (held.st_ino, held.st_dev)
 
 
 def _older_than(path: str, seconds: float) -> bool:

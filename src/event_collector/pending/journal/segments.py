@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from ...exceptions import StoreError
 from .format import segment_name
+from .place import names_open_file
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +135,31 @@ class Segments:
         return self._firsts[0]
 
     def discard_newest(self) -> None:
-        """Forget the newest segment, made by a rescue that failed: unlinked and closed."""
+        """Forget the newest segment, made by a rewrite that failed: emptied (whatever becomes of its name,
+        it then holds no copy an adopter could take), unlinked and closed."""
         segment = self._list.pop()
         self._firsts.pop()
+        try:
+            os.ftruncate(segment.fd, 0)
+        except OSError as exc:
+            log.warning("cannot empty the unfinished in-flight journal segment %s: %s", segment.path, exc)
         unlink_if_same(segment.path, segment.fd)
         self._close(segment)
 
     def keep_only_newest(self) -> None:
-        """The newest segment (a rescue's copy) holds every live event: unlink and close the others."""
+        """The newest segment (a rewrite's copy) holds every unsettled event: unlink the others, oldest
+        first. One that cannot be unlinked stays, and so does every one after it (they carry settle records
+        for its events), emptied of live events and sorted before the copy; later settles try again."""
         *old, newest = self._list
-        self._list, self._firsts = [newest], [newest.first_seq]
+        kept: list[Segment] = []
         for segment in old:
-            unlink_if_same(segment.path, segment.fd)
-            self._close(segment)
+            if kept or not unlink_if_same(segment.path, segment.fd):
+                segment.live, segment.first_seq = set(), 0
+                kept.append(segment)
+            else:
+                self._close(segment)
+        self._list = kept + [newest]
+        self._firsts = [segment.first_seq for segment in self._list]
 
     def close_all(self) -> None:
         for segment in self._list:
@@ -158,14 +171,15 @@ class Segments:
         os.close(segment.fd)
 
 
-def unlink_if_same(path: str, fd: int) -> None:
-    """Unlink the path if it still names the file open at `fd` (and not one made there since)."""
+def unlink_if_same(path: str, fd: int) -> bool:
+    """Unlink the path if it still names the file open at `fd` (and not one made there since); whether the
+    file has no name there now."""
     try:
-        at_path, held = os.stat(path), os.fstat(fd)
-        if (at_path.st_ino, at_path.st_dev) == (held.st_ino, held.st_dev):
+        if names_open_file(path, fd):
             os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning("cannot unlink in-flight journal segment %s (its events are copied; an adopter may "
-                    "deliver them twice, answered 409): %s", path, exc)
+        log.warning("cannot unlink in-flight journal segment %s (it is kept, and tried again): %s", path, exc)
+        return False
+    return True

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from ...exceptions import StoreError
 from .place import fsync_directory
@@ -15,8 +16,10 @@ log = logging.getLogger(__name__)
 
 
 class GroupSync:
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, failed: Callable[[], None]) -> None:
+        """`failed()` is called when an fdatasync fails: the journal then writes nothing more to those files."""
         self.directory = directory
+        self._failed = failed
         self._executor: ThreadPoolExecutor | None = None
         # Futures waiting for the next round; files written since the last round, by their descriptor.
         self._waiting: list[asyncio.Future] = []
@@ -76,7 +79,15 @@ class GroupSync:
 
     def _round_done(self, done, waiting: list[asyncio.Future]) -> None:
         self._running = False
-        self._finish(waiting, done.exception())
+        error = done.exception()
+        if error is not None:
+            # Linux reports a failed writeback once: a later fdatasync of the same file may succeed though
+            # pages written meanwhile were dropped. So those who wait for the next round are refused too,
+            # and the journal writes what comes next to a new file.
+            waiting, self._waiting = waiting + self._waiting, []
+            self._written.clear()
+            self._failed()
+        self._finish(waiting, error)
         if self._waiting:
             self._start_round()
 

@@ -33,13 +33,15 @@ class Journal:
         self.directory = self.place.directory
         self.sync = sync
         self._segment_bytes = segment_bytes
-        self._group = GroupSync(self.directory)
+        self._group = GroupSync(self.directory, failed=self._sync_failed)
         self._segments = Segments(self.directory, closed=self._group.forget)
         self._next_seq = 1
         # Settled events whose settle record could not be written yet (disk full): written with the next.
         self._unwritten_settles: list[int] = []
         # Part of the journal was removed and could not be made again yet: writes refuse until it is.
         self._rescue_failed: str | None = None
+        # The segment count at a compaction that failed: the next is tried only once there are more.
+        self._compaction_failed_at = 0
 
     @property
     def syncs(self) -> int:
@@ -56,6 +58,13 @@ class Journal:
         """Remove the directory when every event is settled; otherwise leave it for adoption. Then drop the
         lock."""
         self._group.close()
+        self.check()  # a file removed since the last check: what the next process adopts must be whole
+        if self._unwritten_settles and self._segments and not self._segments.active.torn:
+            try:
+                self._append(self._segments.active, settled_record(self._unwritten_settles))
+            except StoreError as exc:
+                log.warning("could not note %d settled events in the journal at the stop: %s",
+                            len(self._unwritten_settles), exc)
         unsettled = self.unsettled
         self._segments.close_all()
         if unsettled:
@@ -111,23 +120,22 @@ class Journal:
             return
         self._segments.settle(seqs)
         self._unwritten_settles.extend(seqs)
-        active = self._segments.active
-        if not active.torn:
-            settles, self._unwritten_settles = self._unwritten_settles, []
-            try:
-                self._append(active, settled_record(settles))
-            except StoreError as exc:
-                self._unwritten_settles = settles
-                log.warning("could not note %d settled events in the journal yet: %s", len(settles), exc)
+        settles, self._unwritten_settles = self._unwritten_settles, []
+        try:
+            if self._segments.active.torn:  # nothing may follow its torn record: the settle record starts a new
+                self._segments.new(self._next_seq)
+                self._new_file()
+            self._append(self._segments.active, settled_record(settles))
+        except StoreError as exc:
+            self._unwritten_settles = settles
+            log.warning("could not note %d settled events in the journal yet: %s", len(settles), exc)
         self._drop_settled()
 
     def _segment_for_events(self, after_rescue: bool = False) -> Segment:
         if self.place.lock_fd is None:
             raise StoreError("the in-flight journal is not open")
-        if self._rescue_failed is not None:
-            self.check()
-            if self._rescue_failed is not None:
-                raise StoreError(f"in-flight journal {self.directory}: {self._rescue_failed}")
+        if self._rescue_failed is not None:  # the check tries again every half second; a write only refuses
+            raise StoreError(f"in-flight journal {self.directory}: {self._rescue_failed}")
         if self._segments:
             active = self._segments.active
             if active.size < self._segment_bytes and not active.rolled:
@@ -153,18 +161,27 @@ class Journal:
         if self.sync:  # the new file's name must reach the disk with its first records
             self._group.made_file()
 
+    def _sync_failed(self) -> None:
+        """An fdatasync failed: what it did not sync may be lost, and a later fdatasync of the same file
+        would not say so. Nothing more goes into the active segment; the next write starts a new one."""
+        if self._segments:
+            self._segments.active.rolled = True
+
     def _drop_settled(self) -> int:
         dropped = self._segments.drop_settled()
         if dropped:  # settle records for events in unlinked segments need no writing any more
             oldest = self._segments.oldest_first_seq()
             self._unwritten_settles = [seq for seq in self._unwritten_settles if seq >= oldest]
-        elif self._segments.pinned() >= _PINNED_SEGMENTS:
+        elif self._segments.pinned() >= _PINNED_SEGMENTS and len(self._segments) > self._compaction_failed_at:
             # An event that stays unsettled long (held in memory through a failing store) pins every
             # segment after its own: copy what is unsettled into one segment, so the disk use stays bounded.
             try:
                 self._rewrite(f"{len(self._segments)} segments pinned by an old unsettled event")
+                self._compaction_failed_at = 0
             except (OSError, StoreError) as exc:
-                log.warning("could not compact the in-flight journal %s: %s", self.directory, exc)
+                self._compaction_failed_at = len(self._segments)
+                log.warning("could not compact the in-flight journal %s (tried again once it has one more "
+                            "segment): %s", self.directory, exc)
         return dropped
 
     # -- what someone removed ----------------------------------------------------------------------
@@ -201,8 +218,6 @@ class Journal:
         and close the others (a rescue, or a compaction). Raises OSError or StoreError, having changed
         nothing, when the copy cannot be written."""
         live = self._segments.live_seqs()
-        log.info("in-flight journal %s: %d unsettled events copied into one segment (%s)", self.directory,
-                 len(live), why)
         events = [event for segment in self._segments for event in read_segment(segment.fd)[0]
                   if event.seq in live]
         copy = self._segments.new(min(live, default=self._next_seq))
@@ -216,4 +231,6 @@ class Journal:
             raise
         copy.live.update(event.seq for event in events)
         self._segments.keep_only_newest()
+        log.info("in-flight journal %s: %d unsettled events copied into one segment (%s)", self.directory,
+                 len(live), why)
         self._unwritten_settles = []  # the copy holds only unsettled events: no settle record is needed
