@@ -369,8 +369,8 @@ class Indexer:
     async def _keep_alive(self) -> None:
         """A batch that waits (breaker open, retry backoff, dead letters not acknowledged yet) pauses the
         partitions, so nothing more is fetched, and polls the consumer: the group drops a member that does not
-        poll within max.poll.interval.ms; rebalance callbacks run here too. A batch settled within a second pauses nothing, so that librdkafka's
-        prefetch of the next one is kept (a pause discards it)."""
+        poll within max.poll.interval.ms; rebalance callbacks run here too. A batch settled within a second
+        pauses nothing, so that librdkafka's prefetch of the next one is kept (a pause discards it)."""
         while True:
             await asyncio.sleep(_KEEP_ALIVE_SECONDS)
             if not self._paused:
