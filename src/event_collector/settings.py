@@ -129,7 +129,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ack_mode: Literal["durable", "memory", "kafka"] = "durable"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # Durable mode's in-flight journal rolls to a new segment file at this size; a rolled segment is
-    # unlinked once its events are settled (docs/delivery.md, "Store layout").
+    # unlinked once its events and those of every segment before it are settled (docs/delivery.md,
+    # "Store layout").
     journal_segment_bytes: Annotated[int, Meta(ge=4096, le=1 << 30)] = 8 << 20
     # Kafka (ACK_MODE=kafka and `event-collector index`, docs/scale.md); librdkafka's settings come from
     # these in kafka/config.py. Empty topic, dead-letter topic and group take the defaults below.

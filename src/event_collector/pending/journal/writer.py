@@ -27,9 +27,7 @@ class Journal:
     """One process's journal. Not thread-safe: the event loop's thread writes it."""
 
     def __init__(self, store_path: str, owner: str, *, sync: bool, segment_bytes: int = SEGMENT_BYTES) -> None:
-        self.root = directory_of(store_path)
-        self.owner = owner
-        self.place = Place(self.root, owner, sync=sync)
+        self.place = Place(directory_of(store_path), owner, sync=sync)
         self.directory = self.place.directory
         self.sync = sync
         self._segment_bytes = segment_bytes
@@ -195,13 +193,14 @@ class Journal:
         if self.place.lock_fd is None:
             return
         try:
-            lost = self.place.lost() + [os.path.basename(s.path) for s in self._segments if s.unlinked()]
+            place_lost = self.place.lost()
+            lost = place_lost + [os.path.basename(s.path) for s in self._segments if s.unlinked()]
             if not lost and self._rescue_failed is None:
                 return
             if lost and self._rescue_failed is None:
                 log.error("in-flight journal %s: %s removed while in use; writing its %d unsettled events again",
                           self.directory, ", ".join(lost), self.unsettled)
-            if self.place.lost():
+            if place_lost:
                 self.place.restore()
             self._rewrite("a rescue")
         except (OSError, StoreError) as exc:
@@ -233,4 +232,3 @@ class Journal:
         self._segments.keep_only_newest()
         log.info("in-flight journal %s: %d unsettled events copied into one segment (%s)", self.directory,
                  len(live), why)
-        self._unwritten_settles = []  # the copy holds only unsettled events: no settle record is needed
