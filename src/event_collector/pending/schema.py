@@ -133,13 +133,11 @@ def open_read_only(path: str) -> sqlite3.Connection:
     """A connection that can only read the store at `path`, which must exist and be of SCHEMA_VERSION. It
     writes nothing, not even the pragmas and the migration check `open_connection` commits, so it opens on
     a full disk (where those fail) and on a read-only mount."""
-    connection = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS,
-                                 isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
+                                 timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
     try:
         (version,) = connection.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"the pending store's schema is version {version}, newer than this collector's "
-                             f"{SCHEMA_VERSION}: read it with the newer collector")
+        _refuse_newer(version)
         if version < SCHEMA_VERSION:
             raise StoreError(f"the pending store's schema is version {version}, older than this collector's "
                              f"{SCHEMA_VERSION}: the server (or `pending replay`) migrates it on open; read it then")
@@ -171,14 +169,18 @@ def _open_checked(path: str, synchronous: str) -> sqlite3.Connection:
     return connection
 
 
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"the pending store's schema is version {version}, newer than this collector's "
+                         f"{SCHEMA_VERSION}: run the newer collector, or move the file aside")
+
+
 def migrate(connection: sqlite3.Connection) -> None:
     """Run the migrations the file has not had yet, all in one transaction (several processes may try)."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         (version,) = connection.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"the pending store's schema is version {version}, newer than this collector's "
-                             f"{SCHEMA_VERSION}: run the newer collector, or move the file aside")
+        _refuse_newer(version)
         for script in _MIGRATIONS[version:]:
             _run_script(connection, script)
         if version < SCHEMA_VERSION:
