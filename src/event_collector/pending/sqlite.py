@@ -85,6 +85,9 @@ class SqliteStore:
         # `check_room`, spent by a claim or a delete of delivered rows that fails for want of space.
         self._reserve = Reserve(path, reserve_bytes)
         self._reserve_tried_at = -math.inf
+        # Whether the reserve is held, as of this process's last look: `check_room` runs for every durable
+        # request, so the file is looked at by the files watch (and by make and spend), not per request.
+        self._reserve_held = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -117,6 +120,8 @@ class SqliteStore:
         while True:
             await asyncio.sleep(FILES_CHECK_SECONDS)
             try:
+                if self._reserve_held:  # another process may have spent it: noticed here, not per request
+                    self._reserve_held = self._reserve.held
                 self.journal.check()
                 if self.engine.file_changed():  # using the connection moves its rows into the file at the path
                     await self.engine.call(lambda connection: None)
@@ -173,7 +178,7 @@ class SqliteStore:
         reserve that lets a backlog drain from a full disk: new events are refused, never dropped."""
         if self.backlog_bytes >= self._max_bytes:
             raise StoreFull(f"the pending backlog is at its cap of {self._max_bytes} bytes (PENDING_MAX_BYTES)")
-        if not self._reserve.held and not self._make_reserve():
+        if not self._reserve_held and not self._make_reserve():
             raise StoreFull(f"the pending store's volume has no room for the {self._reserve.size_bytes} bytes it "
                             f"keeps for draining from a full disk (PENDING_RESERVE_BYTES, {self._reserve.path}): "
                             "new events are refused until it has room for them twice over")
@@ -183,7 +188,8 @@ class SqliteStore:
         if now - self._reserve_tried_at < _RESERVE_RETRY_SECONDS:
             return False
         self._reserve_tried_at = now
-        return self._reserve.make()
+        self._reserve_held = self._reserve.make()
+        return self._reserve_held
 
     async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
         if not envelopes:
@@ -306,6 +312,7 @@ class SqliteStore:
         return await self.engine.write_alone(operation)
 
     async def _spend_reserve(self, cause: StoreError) -> None:
+        self._reserve_held = False
         if self._reserve.spend():
             log.error("the pending store's volume is full (%s): gave the %d bytes set aside in %s back to it for "
                       "the backlog to drain; new events that must be stored are refused until it has room for "
