@@ -159,7 +159,6 @@ class SqliteStore:
         sibling process) and copy every row the old one holds into it, ids kept, then use it."""
         log.error("pending store %s was deleted or replaced while in use: moving its rows into the file now "
                   "at that path", self.path)
-        metrics.store_replaced.inc()
         new = schema.open_connection(self.path, synchronous=self._synchronous, recover_damaged=False)
         try:
             pending, dead = rows.copy_rows(old, new)
@@ -167,6 +166,7 @@ class SqliteStore:
             new.close()
             raise
         self._liveness.beat()  # its directory may have gone with the file
+        metrics.store_replaced.inc()  # counted once the rows are safe in the new file, as its help says
         log.error("pending store %s made again: %d pending and %d dead-letter rows moved into it", self.path,
                   pending, dead)
         return new
