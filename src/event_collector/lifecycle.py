@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 import time
 from typing import Awaitable, Callable
 
 from . import metrics
 from .buffer import Buffer
+from .collecting import CREATED, PENDING, StopSignals
 from .envelope import Envelope
 from .exceptions import StoreError, StoreFull
 from .pending import open_store
@@ -33,13 +32,10 @@ from .shipper.worker import Shipper
 
 log = logging.getLogger(__name__)
 
-CREATED = "created"
-PENDING = "pending"
-
-
-class Collector:
+class Collector(StopSignals):
     def __init__(self, settings: Settings, *, runs_janitor: bool = True) -> None:
         """`runs_janitor`: whether this process does the store's maintenance (one process per store)."""
+        super().__init__()
         self.settings = settings
         self.runs_janitor = runs_janitor
         self.buffer = Buffer(settings.queue_capacity, settings.bulk_size, settings.bulk_max_bytes)
@@ -72,7 +68,6 @@ class Collector:
         self.store_failure: tuple[str, float] | None = None
         # Whether stop() ran to its end with every event it held shipped or stored.
         self.stopped_cleanly = False
-        self._stop_requested_at: float | None = None
         self._shipping_tasks: list[asyncio.Task] = []
         self._background: list[asyncio.Task] = []
 
@@ -144,45 +139,6 @@ class Collector:
             log.warning("could not release %d stored events; the replayer holds them: %s", len(overflow), exc)
             self.replayer.hold(overflow)
 
-    @property
-    def stopping(self) -> bool:
-        """A stop signal came or the stop began: /readyz answers 503 from that moment on."""
-        return self._stop_requested_at is not None or (self.started and not self.accepting)
-
-    def watch_stop_signals(self) -> None:
-        """Note when a stop signal arrives, so that the whole stop keeps within SHUTDOWN_GRACE_SECONDS.
-
-        Called from the server's start-up, when its own handlers are in place: ours note the time and
-        hand the signal on to them, after SHUTDOWN_DELAY_SECONDS for the first one: meanwhile everything
-        is served as before but /readyz answers 503, so that a load balancer takes this replica out
-        before its listener closes (clients then see no refused connections).
-        """
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            handler = signal.getsignal(stop_signal)
-            if callable(handler):
-                signal.signal(stop_signal, self._noting_stop(handler))
-
-    def _noting_stop(self, handler: Callable) -> Callable:
-        def note_and_pass_on(signum: int, frame: object) -> None:
-            delay = self.settings.shutdown_delay_seconds
-            if self._stop_requested_at is None:
-                self._stop_requested_at = time.monotonic()
-                if delay > 0:
-                    log.info("stop signal: /readyz answers 503; still serving for %.0f s (SHUTDOWN_DELAY_SECONDS)",
-                             delay)
-                    # The server's handler only sets flags, so a timer thread may call it.
-                    timer = threading.Timer(delay, handler, (signum, None))
-                    timer.daemon = True
-                    timer.start()
-                    return
-            handler(signum, frame)  # a second signal is passed on at once (a second Ctrl-C forces the exit)
-
-        return note_and_pass_on
-
-    def _grace_left(self) -> float:
-        started = self._stop_requested_at or time.monotonic()
-        return max(0.0, self.settings.shutdown_grace_seconds - (time.monotonic() - started))
-
     async def stop(self) -> None:
         """Stop accepting, ship what the buffer holds within what is left of the grace, store the rest."""
         self.accepting = False
@@ -203,7 +159,7 @@ class Collector:
     async def _drain(self) -> bool:
         """Ship, then store what is left; True when nothing was lost on the way."""
         # While OpenSearch does not take requests, waiting for it would only spend the grace.
-        grace = 0.0 if self.breaker.is_open else self._grace_left()
+        grace = 0.0 if self.breaker.is_open else self.grace_left()
         unfinished: set[asyncio.Task] = set()
         if self._shipping_tasks:
             _, unfinished = await asyncio.wait(self._shipping_tasks, timeout=grace)
@@ -249,12 +205,3 @@ def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task:
 
     return asyncio.create_task(supervised(), name=name)
 
-
-def open_collector(settings: Settings, *, runs_janitor: bool = True) -> "Collector":
-    """The collector of the ack mode: ACK_MODE=kafka's is stateless (kafka/collector.py), the others keep
-    events in this process's buffer and pending store."""
-    if settings.ack_mode == "kafka":
-        from .kafka.collector import KafkaCollector
-
-        return KafkaCollector(settings, runs_janitor=runs_janitor)  # type: ignore[return-value]
-    return Collector(settings, runs_janitor=runs_janitor)

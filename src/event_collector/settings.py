@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Literal, Mapping
 
@@ -11,10 +12,10 @@ import msgspec
 from dotenv import dotenv_values
 from msgspec import Meta
 
-from .enrich.client_ip import parse_trusted_proxies
 from .exceptions import ConfigError
 
 ACK_MODES = ("durable", "memory", "kafka")
+Network = IPv4Network | IPv6Network
 
 # Constraints, checked when the settings are read: a value that would break the process (a zero timeout
 # that spins the loop, zero attempts that dead-letter everything, nan) stops start-up naming the variable.
@@ -265,3 +266,26 @@ def require_jwt_secret(settings: Settings) -> None:
     # (JWT_JWKS_FILE) are enough to serve; api/keys.py checks what each variable holds.
     if not settings.jwt_secret and not settings.jwt_jwks_file:
         raise ConfigError("JWT_SECRET is empty or missing: set it in the environment or in .env")
+
+
+def parse_trusted_proxies(text: str) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES: addresses or CIDRs, separated by commas or spaces (enrich/client_ip.py uses them)."""
+    networks = []
+    for item in text.replace(",", " ").split():
+        try:
+            network = ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"TRUSTED_PROXIES={text!r}: {item!r} is not an address or a CIDR network") from None
+        written = ip_address(item.partition("/")[0])
+        if network.prefixlen < 96 and written.version == 6 and written.ipv4_mapped is not None:
+            # ::ffff:10.0.0.0/8 would silently mean ::/8, a range of IPv6 addresses.
+            raise ConfigError(f"TRUSTED_PROXIES={text!r}: write {item!r} as an IPv4 network")
+        networks.append(_as_ipv4_if_mapped(network))
+    return tuple(networks)
+
+
+def _as_ipv4_if_mapped(network: Network) -> Network:
+    """A dual-stack socket shows an IPv4 peer as ::ffff:a.b.c.d: a network written that way is an IPv4 one."""
+    if network.version == 6 and network.prefixlen >= 96 and network.network_address.ipv4_mapped is not None:
+        return IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network

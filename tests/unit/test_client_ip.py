@@ -2,7 +2,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from event_collector.enrich.client_ip import ClientAddress, anonymized, parse_trusted_proxies
+from event_collector.enrich.client_ip import ClientAddress, anonymized
+from event_collector.settings import parse_trusted_proxies
 from event_collector.exceptions import ConfigError
 
 PROXIES = parse_trusted_proxies("10.0.0.0/8, 127.0.0.1 ::1")

@@ -4,7 +4,7 @@ import asyncio
 
 from event_collector import metrics
 from event_collector.api import fastpath
-from event_collector.lifecycle import CREATED, PENDING
+from event_collector.collecting import CREATED, PENDING
 
 
 def counted() -> tuple[float, float, float]:

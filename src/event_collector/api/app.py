@@ -18,7 +18,8 @@ from ..enrich import Enricher
 from ..enrich.client_time import collector_clock
 from ..envelope import build_envelope
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError, UnsupportedEncoding
-from ..lifecycle import CREATED, PENDING, Collector, open_collector
+from ..collecting import CREATED, PENDING
+from ..modes import AnyCollector, open_collector
 from ..settings import Settings
 from . import beacon
 from . import probes
@@ -62,7 +63,7 @@ _STATUS_ANSWERS = {status: _messages(200, _encode({"status": status}), _JSON) fo
 
 
 class CollectorApp:
-    def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
+    def __init__(self, settings: Settings, collector: AnyCollector | None = None) -> None:
         self.settings = settings
         self.collector = collector or open_collector(settings)
         self.verifier = TokenVerifier(KeyRing.from_settings(settings))

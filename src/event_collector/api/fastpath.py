@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
-from ..lifecycle import CREATED, PENDING
+from ..collecting import CREATED, PENDING
 from .. import metrics
 from .app import Answer, CollectorApp, answer, copied_headers, refusal_answer, store_failed_answer
 from .app import _refused as refused  # noqa: F401 - the app's count of a refused request, for the protocol

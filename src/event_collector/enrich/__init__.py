@@ -7,16 +7,14 @@ server wrote it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from .client_ip import ClientAddress, anonymized, parse_trusted_proxies
+from ..settings import Settings, parse_trusted_proxies
+from .client_ip import ClientAddress, anonymized
 from .place import Place, PlaceFinder
 from .user_agent import UserAgentInfo, UserAgentParser
-
-if TYPE_CHECKING:  # settings.py itself imports enrich.client_ip
-    from ..settings import Settings
 
 
 class ClientFields(msgspec.Struct, gc=False):
@@ -26,7 +24,7 @@ class ClientFields(msgspec.Struct, gc=False):
 
 
 class Enricher:
-    def __init__(self, settings: "Settings") -> None:
+    def __init__(self, settings: Settings) -> None:
         self._addresses = ClientAddress(parse_trusted_proxies(settings.trusted_proxies),
                                         settings.trusted_proxy_header)
         self._anonymize = settings.ip_anonymize

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import functools
 import re
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Iterable, Literal
 from urllib.request import parse_http_list
 
-from ..exceptions import ConfigError
+from ..settings import Network
 
 Address = IPv4Address | IPv6Address
-Network = IPv4Network | IPv6Network
 Anonymize = Literal["off", "mask", "drop"]
 ForwardingHeader = Literal["x-forwarded-for", "forwarded"]
 
@@ -29,21 +28,6 @@ ForwardingHeader = Literal["x-forwarded-for", "forwarded"]
 _MASKS = {4: (IPv4Address, 0xFFFFFF00), 6: (IPv6Address, ((1 << 48) - 1) << 80)}
 # RFC 7239: the `for` parameter of one element; its value a token or a quoted string.
 _FOR_PARAMETER = re.compile(r'(?:^|;)\s*for\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)', re.IGNORECASE)
-
-
-def parse_trusted_proxies(text: str) -> tuple[Network, ...]:
-    """TRUSTED_PROXIES: addresses or CIDRs, separated by commas or spaces."""
-    networks = []
-    for item in text.replace(",", " ").split():
-        try:
-            network = ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(f"TRUSTED_PROXIES={text!r}: {item!r} is not an address or a CIDR network") from None
-        if network.version == 6 and network.prefixlen < 96 and _address(item.partition("/")[0]).version == 4:
-            # ::ffff:10.0.0.0/8 would silently mean ::/8, a range of IPv6 addresses.
-            raise ConfigError(f"TRUSTED_PROXIES={text!r}: write {item!r} as an IPv4 network")
-        networks.append(_as_ipv4_if_mapped(network))
-    return tuple(networks)
 
 
 class ClientAddress:
@@ -130,8 +114,3 @@ def _parsed(text: str) -> Address | None:
     # A dual-stack socket shows an IPv4 client as ::ffff:a.b.c.d: it is an IPv4 client.
     return mapped or address
 
-
-def _as_ipv4_if_mapped(network: Network) -> Network:
-    if network.version == 6 and network.prefixlen >= 96 and network.network_address.ipv4_mapped is not None:
-        return IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
-    return network

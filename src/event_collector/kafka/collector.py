@@ -14,16 +14,16 @@ from typing import Any
 
 from ..envelope import Envelope
 from ..exceptions import KafkaUnavailable
-from ..lifecycle import CREATED, Collector
+from ..collecting import CREATED, StopSignals
 from ..settings import Settings
 from .producer import EventProducer
 
 log = logging.getLogger(__name__)
 
 
-class KafkaCollector:
-    def __init__(self, settings: Settings, *, runs_janitor: bool = True) -> None:
-        del runs_janitor  # no store, nothing to maintain
+class KafkaCollector(StopSignals):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self.producer = EventProducer(settings)
         self.accepting = False
@@ -33,14 +33,6 @@ class KafkaCollector:
         self.store_failure: tuple[str, float] | None = None
         # Every 2xx was acknowledged by the brokers before it was sent, so a stop never loses one.
         self.stopped_cleanly = False
-        self._stop_requested_at: float | None = None
-
-    # The stop signals are handled as Collector handles them (SHUTDOWN_DELAY_SECONDS, one grace budget from
-    # the signal): those methods read only `settings`, `started`, `accepting` and `_stop_requested_at`.
-    stopping = Collector.stopping
-    watch_stop_signals = Collector.watch_stop_signals
-    _noting_stop = Collector._noting_stop
-    _grace_left = Collector._grace_left
 
     async def start(self) -> None:
         await self.producer.start()
@@ -65,7 +57,7 @@ class KafkaCollector:
     async def stop(self) -> None:
         """Stop accepting; let librdkafka deliver what it holds within what is left of the grace."""
         self.accepting = False
-        unacknowledged = await self.producer.stop(self._grace_left())
+        unacknowledged = await self.producer.stop(self.grace_left())
         if unacknowledged:
             # Their requests got no 2xx (they were cut off or answered 503), so nothing acknowledged is lost.
             log.warning("stopped with %d records not acknowledged by Kafka; none of them was answered 2xx",
