@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 from . import metrics
 from .buffer import Buffer
 from .collecting import CREATED, PENDING, StopSignals
+from .delivery import DeliveryPolicy
 from .envelope import Envelope
 from .exceptions import StoreError, StoreFull
 from .pending import open_store
@@ -46,11 +47,11 @@ class Collector(StopSignals):
         self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds,
                                settings.bulk_linger_seconds,
                                AdaptiveConcurrency(settings.bulk_workers, adaptive=settings.bulk_adaptive_concurrency))
-        self.senders = [
-            Sender(self.batcher, Shipper(self.buffer, self.client, self.store, self.template), self.breaker,
-                   self.buffer)
-            for _ in range(settings.bulk_workers)
-        ]
+        # What OpenSearch's answers mean for the store and the buffer, decided in one place for every sender.
+        self.delivery = DeliveryPolicy(self.store, self.buffer)
+        shipper = Shipper(self.client, self.template)
+        self.senders = [Sender(self.batcher, shipper, self.breaker, self.buffer, self.delivery)
+                        for _ in range(settings.bulk_workers)]
         self.replayer = Replayer(self.store, self.buffer, self.breaker, settings.pending_replay_interval_seconds,
                                  settings.bulk_size)
         self.janitor = Janitor(
@@ -182,10 +183,7 @@ class Collector(StopSignals):
             finally:
                 await self._release_overflow(held)
             log.info("stored %d events for delivery after restart", len(left))
-        return self.lost_events() == 0
-
-    def lost_events(self) -> int:
-        return sum(sender.lost for sender in self.senders)
+        return self.delivery.lost == 0
 
 
 def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task:

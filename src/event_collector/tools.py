@@ -7,13 +7,14 @@ import time
 from datetime import datetime, timezone
 
 from .buffer import Buffer
+from .delivery import DeliveryPolicy
 from .exceptions import OpenSearchUnavailable, StoreError
 from .pending import PendingStore, open_store, read_statistics
 from .pending.reserve import Reserve
 from .settings import Settings
 from .shipper.client import OpenSearchClient
 from .shipper.template import TemplateGuard
-from .shipper.worker import Shipper, Verdict
+from .shipper.worker import Shipper
 
 
 async def pending_stats(settings: Settings) -> str:
@@ -53,14 +54,17 @@ async def pending_replay(settings: Settings) -> str:
         client = OpenSearchClient.from_settings(settings)
         await client.open()
         try:
-            buffer = Buffer(settings.bulk_size, settings.bulk_size)
-            shipper = Shipper(buffer, client, store, TemplateGuard(client, settings.server_environment))
+            # The server's policy: a batch's failures wait in the store again, rejections are dead-lettered.
+            delivery = DeliveryPolicy(store, Buffer(settings.bulk_size, settings.bulk_size))
+            shipper = Shipper(client, TemplateGuard(client, settings.server_environment))
             shipped, stopped = 0, ""
             while batch := await store.claim_due(settings.bulk_size):
-                if await shipper.ship(batch) is not Verdict.SETTLED:
+                attempt = await shipper.ship(batch)
+                if attempt.outcome is None:
                     await store.release(batch)
-                    stopped = shipper.pause_reason
+                    stopped = attempt.reason
                     break
+                await delivery.apply(attempt.outcome)
                 shipped += len(batch)
         finally:
             await client.close()

@@ -15,14 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..envelope import Envelope
+from ..outcomes import Failure
 
-
-@dataclass(frozen=True)
-class Failure:
-    """An envelope that could not be delivered, and why."""
-
-    envelope: Envelope
-    reason: str
+__all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore"]
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,12 @@ the event's own fault (mapping conflict, unparsable document) and goes to dead-l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from ..envelope import Envelope
-from ..pending import Failure
+from ..outcomes import Failure, Outcome
 
 _encode = msgspec.json.encode
 _RETRYABLE_ERROR_TYPES = {"cluster_block_exception", "es_rejected_execution_exception",
@@ -29,15 +28,8 @@ def bulk_body(batch: list[Envelope]) -> bytes:
     return b"\n".join(parts)
 
 
-@dataclass
-class BulkOutcome:
-    delivered: list[Envelope] = field(default_factory=list)
-    retry: list[Failure] = field(default_factory=list)
-    rejected: list[Failure] = field(default_factory=list)
-
-
-def classify(batch: list[Envelope], status: int, body: Any) -> BulkOutcome:
-    outcome = BulkOutcome()
+def classify(batch: list[Envelope], status: int, body: Any) -> Outcome:
+    outcome = Outcome()
     items = body.get("items") if isinstance(body, dict) else None
     if not 200 <= status < 300 or not isinstance(items, list) or len(items) != len(batch):
         # An answer the sender did not pause on (retry.pause_reason) or split (413), e.g. a 400 for the whole

@@ -1,4 +1,5 @@
-"""The few OpenSearch calls the collector makes, over one pooled aiohttp session to every node of the cluster.
+"""The few OpenSearch calls the collector makes, through one transport (shipper/transport.py: by default one
+pooled aiohttp session) to every node of the cluster.
 
 A request goes to the next live node (shipper/nodes.py); when that node refuses, resets, fails TLS or does
 not answer in time, it is set aside and the same request goes to the next one. That is safe because
@@ -6,7 +7,7 @@ every request the collector makes may be repeated: bulk `create`s with `_id = lo
 409, counted as delivered) and the template's PUT. An answer, whatever its status, comes from a node that
 is up, so it is returned as it is and its meaning is decided upstream (retry.pause_reason, bulk.classify).
 
-aiohttp's errors are translated here: callers see OpenSearchUnavailable, naming the setting to check,
+The transport's errors are translated here: callers see OpenSearchUnavailable, naming the setting to check,
 when no node answered, and (status, parsed body) otherwise. Credentials travel in headers only, never in
 a URL, so no error text can carry them.
 """
@@ -25,6 +26,7 @@ from ..exceptions import OpenSearchUnavailable
 from ..settings import Settings
 from .connection import Connection, Node, connection_from_settings, parse_nodes
 from .nodes import NodePool
+from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,14 @@ _BULK_PATH = "/_bulk?filter_path=errors,error,status,items.*.status,items.*.erro
 
 
 class OpenSearchClient:
-    def __init__(self, connection: Connection | str, timeout_seconds: float, max_connections: int = 32) -> None:
-        """`connection`: from `connection_from_settings`, or a plain URL list without credentials or TLS options."""
+    def __init__(self, connection: Connection | str, timeout_seconds: float, max_connections: int = 32,
+                 transport: Transport | None = None) -> None:
+        """`connection`: from `connection_from_settings`, or a plain URL list without credentials or TLS options.
+        `transport`: how requests leave (aiohttp's pooled session unless a test brings its own)."""
         self._connection = connection if isinstance(connection, Connection) else Connection(parse_nodes(connection))
         self._timeout_seconds = timeout_seconds
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._transport = transport or AiohttpTransport(timeout_seconds, max_connections,
+                                                        self._connection.ssl_context)
         self.nodes = NodePool(self._connection.nodes)
 
     @classmethod
@@ -49,16 +52,13 @@ class OpenSearchClient:
     async def open(self) -> None:
         for warning in self._connection.warnings:
             log.warning(warning)
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._connection.ssl_context or True)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        await self._transport.open()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._transport.close()
 
     async def request(self, method: str, path: str, body: bytes | None = None,
                       content_type: str = "application/json") -> tuple[int, Any]:
-        assert self._session is not None, "client is not open"
         # Uncompressed answers: on loopback or a LAN, inflating them costs more than the bytes saved.
         headers = {"Content-Type": content_type, "Accept-Encoding": "identity"} if body is not None else {}
         failures = []
@@ -78,17 +78,15 @@ class OpenSearchClient:
 
     async def _send(self, node: Node, method: str, path: str, body: bytes | None,
                     headers: dict[str, str]) -> tuple[int, Any]:
-        assert self._session is not None
         url = node.base + path
         if node.authorization is not None:
             headers = {**headers, "Authorization": node.authorization}
         elif self._connection.signer is not None:
             # Hashing a large body and refreshing credentials must not hold the event loop.
             headers = await asyncio.to_thread(self._connection.signer.sign, method, url, body, headers)
-        async with self._session.request(method, url, data=body, headers=headers) as response:
-            raw = await response.read()
+        status, raw = await self._transport.send(method, url, body, headers)
         self.nodes.answered(node)
-        return response.status, _parse(raw)
+        return status, _parse(raw)
 
     def _describe(self, exc: BaseException) -> str:
         """What went wrong, and the setting to look at."""
