@@ -2,7 +2,7 @@
 
 Worked out once per request (a batch's events share it) by an `Enricher` built once from the settings.
 Each part that is off costs nothing on the hot path: with the defaults the peer's address is copied as the
-server wrote it.
+server wrote it. May import `settings` and `exceptions` only: the envelope and the API build on it.
 """
 
 from __future__ import annotations
