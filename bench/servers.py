@@ -69,21 +69,18 @@ class Server:
 
     def memory_mb(self, field: str) -> float:
         """Sum over the server's processes of a /proc status field (VmRSS now, VmHWM peak)."""
-        total = 0
-        for pid in self.pids():
-            try:
-                match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-                total += int(match.group(1)) if match else 0
-            except OSError:
-                pass
-        return total / 1024
+        return self._proc_sum("status", rf"^{field}:\s+(\d+) kB") / 1024
 
     def written_bytes(self) -> int:
         """Bytes the server's processes caused to be written to storage (/proc/PID/io write_bytes)."""
+        return self._proc_sum("io", r"^write_bytes: (\d+)")
+
+    def _proc_sum(self, name: str, pattern: str) -> int:
+        """Sum over the server's processes of the number `pattern` finds in /proc/PID/<name> (0 where absent)."""
         total = 0
         for pid in self.pids():
             try:
-                match = re.search(r"^write_bytes: (\d+)", Path(f"/proc/{pid}/io").read_text(), re.M)
+                match = re.search(pattern, Path(f"/proc/{pid}/{name}").read_text(), re.M)
                 total += int(match.group(1)) if match else 0
             except OSError:
                 pass
