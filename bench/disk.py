@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("BENCH_REPEATS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import knobs  # noqa: E402
 import run  # noqa: E402
 
 
@@ -25,9 +26,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="event-collector-disk-"))
     bench = run.Bench(workdir)
     try:
-        for repeat in range(run.REPEATS):
-            print(f"round {repeat + 1} of {run.REPEATS} ({run.SECONDS} s each)", flush=True)
-            bench.delivery("durable", run.DISK_RATE)
+        for repeat in range(knobs.REPEATS):
+            print(f"round {repeat + 1} of {knobs.REPEATS} ({knobs.SECONDS} s each)", flush=True)
+            bench.delivery("durable", knobs.DISK_RATE)
             if os.environ.get("BENCH_SINGLE") == "1":
                 bench.single("durable")
     finally:

@@ -22,7 +22,11 @@ from typing import Any
 os.environ.setdefault("BENCH_SECONDS", "10")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import knobs  # noqa: E402
+import opensearch  # noqa: E402
 import run  # noqa: E402
+import servers  # noqa: E402
+from load import wrk  # noqa: E402
 
 BASELINE_SRC = os.environ.get("BENCH_BASELINE_SRC", "")
 
@@ -33,7 +37,7 @@ class FastPathBench(run.Bench):
     fast_path = "true"
     src = ""
 
-    def collector(self, mode: str, workers: int = 1, pinned: bool = False, **extra: Any) -> run.Server:
+    def collector(self, mode: str, workers: int = 1, pinned: bool = False, **extra: Any) -> servers.Server:
         if self.src:
             # Found before the installed (editable) package: the collector runs that version's code.
             extra["PYTHONPATH"] = self.src
@@ -48,14 +52,14 @@ class FastPathBench(run.Bench):
     def single_seed(self) -> None:
         self._pinned_with_cpu("single[seed]", self.seed(pinned=True))
 
-    def _pinned_with_cpu(self, figure: str, server: run.Server) -> None:
+    def _pinned_with_cpu(self, figure: str, server: servers.Server) -> None:
         try:
             cpu = server.cpu_seconds()
-            with run.opensearch_on_load_cpu():
-                result = self.wrk(server.url, pinned=True)
+            with opensearch.opensearch_on_load_cpu():
+                result = wrk(server.url, self.token, pinned=True)
             cpu = server.cpu_seconds() - cpu
             self.record(figure, **result,
-                        cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * run.SECONDS) * 10_000)
+                        cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * knobs.SECONDS) * 10_000)
         finally:
             server.stop()
 
@@ -73,18 +77,18 @@ def main() -> int:
     ratios: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     try:
-        for repeat in range(run.REPEATS):
-            print(f"round {repeat + 1} of {run.REPEATS} ({run.SECONDS} s each)", flush=True)
+        for repeat in range(knobs.REPEATS):
+            print(f"round {repeat + 1} of {knobs.REPEATS} ({knobs.SECONDS} s each)", flush=True)
             bench.limit_http()
             limit = bench.samples["limit_http"][-1]["accepted_per_second"]
             cpu.setdefault("limit_http", []).append(bench.samples["limit_http"][-1]["cpu_seconds_per_10k"])
             seed = None
-            if run.SEED_BIN:
+            if knobs.SEED_BIN:
                 bench.single_seed()
                 seed = bench.samples["single[seed]"][-1]["accepted_per_second"]
                 cpu.setdefault("single[seed]", []).append(bench.samples["single[seed]"][-1]["cpu_seconds_per_10k"])
                 ratios.setdefault("single[seed] / limit_http", []).append(seed / limit)
-            for mode in run.MODES:
+            for mode in knobs.MODES:
                 for variant, switch, src in variants():
                     bench.fast_path, bench.src = switch, src
                     accepted = bench.single(mode)

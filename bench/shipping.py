@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import knobs  # noqa: E402
 import run  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def variants() -> dict[str, dict[str, str]]:
 def opensearch_cpu_seconds() -> float:
     """CPU seconds so far of the OpenSearch node at OPEN_SEARCH_DNS's port, when it runs on this machine (else 0).
     Other JVMs on the machine (nodes that tests start) are left out."""
-    port = run.OPENSEARCH.rsplit(":", 1)[-1].strip("/")
+    port = knobs.OPENSEARCH.rsplit(":", 1)[-1].strip("/")
     found = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
     match = re.search(r"pid=(\d+)", found.stdout)
     if not match:
@@ -58,8 +59,8 @@ def main() -> int:
     chosen = variants()
     ratios: dict[str, list[float]] = {name: [] for name in chosen}
     try:
-        for repeat in range(run.REPEATS):
-            print(f"round {repeat + 1} of {run.REPEATS}", flush=True)
+        for repeat in range(knobs.REPEATS):
+            print(f"round {repeat + 1} of {knobs.REPEATS}", flush=True)
             rates = {}
             for name, settings in chosen.items():
                 saved = {key: os.environ.get(key) for key in settings}
@@ -78,7 +79,7 @@ def main() -> int:
                         else:
                             os.environ[key] = value
                 sample = bench.samples[f"end_to_end[{mode}]"].pop()
-                sample["opensearch_cpu_seconds_per_10k"] = jvm / run.E2E_EVENTS * 10_000
+                sample["opensearch_cpu_seconds_per_10k"] = jvm / knobs.E2E_EVENTS * 10_000
                 bench.record(f"end_to_end[{mode}] {name}", **sample)
                 rates[name] = sample["events_per_second"]
             jvm = opensearch_cpu_seconds()
@@ -89,7 +90,7 @@ def main() -> int:
                 continue
             limit = bench.samples["limit_opensearch"][-1]["events_per_second"]
             print(f"  limit_opensearch: OpenSearch CPU s per 10k (probes included) "
-                  f"{(opensearch_cpu_seconds() - jvm) / (run.E2E_EVENTS * 1.6) * 10_000:.2f}", flush=True)
+                  f"{(opensearch_cpu_seconds() - jvm) / (knobs.E2E_EVENTS * 1.6) * 10_000:.2f}", flush=True)
             for name, rate in rates.items():
                 ratios[name].append(rate / limit)
                 print(f"  ratio {name}: {rate / limit:.2f}", flush=True)

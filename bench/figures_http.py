@@ -1,0 +1,78 @@
+"""The HTTP figures: limit_http (the limit app), single and single_all_cores (one event per request, wrk),
+single[seed], latency (oha at a fixed rate) and batch (100 events per request). The one-worker ones pin the
+server to SERVER_CPU and the load tool and OpenSearch to LOAD_CPU."""
+
+from __future__ import annotations
+
+import os
+
+from harness import Harness
+from knobs import SECONDS
+from load import oha, wrk
+from opensearch import opensearch_on_load_cpu
+
+
+class HttpFigures(Harness):
+    """Figures of a server's HTTP intake: accepted requests per second, CPU per request, latency."""
+
+    def limit_http(self) -> None:
+        server = self.limit_server()
+        try:
+            with opensearch_on_load_cpu():
+                self.record("limit_http", **wrk(server.url, self.token, pinned=True))
+        finally:
+            server.stop()
+
+    def single(self, mode: str, workers: int = 1) -> float:
+        one_worker = workers == 1
+        server = self.collector(mode, workers, pinned=one_worker)
+        try:
+            cpu = server.cpu_seconds()
+            if one_worker:
+                with opensearch_on_load_cpu():
+                    result = wrk(server.url, self.token, pinned=True)
+            else:
+                result = wrk(server.url, self.token)
+            cpu = server.cpu_seconds() - cpu
+            name = "single" if workers == 1 else "single_all_cores"
+            self.record(f"{name}[{mode}]", **result,
+                        cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
+                        peak_rss_mb=server.memory_mb("VmHWM"))
+            return result["accepted_per_second"]
+        finally:
+            server.stop()
+
+    def single_seed(self) -> None:
+        server = self.seed(pinned=True)
+        try:
+            cpu = server.cpu_seconds()
+            with opensearch_on_load_cpu():
+                result = wrk(server.url, self.token, pinned=True)
+            # CPU per event is the steadier comparison: the accept rate also depends on how fast wrk, which
+            # shares its core with OpenSearch, sends (a worker that is not saturated waits for it).
+            cpu = server.cpu_seconds() - cpu
+            self.record("single[seed]", **result,
+                        cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000)
+        finally:
+            server.stop()
+
+    def latency(self, mode: str, rate: float) -> None:
+        server = self.collector(mode, pinned=True)
+        try:
+            with opensearch_on_load_cpu():
+                self.record(f"latency[{mode}]", **oha(server.url, self.token, rate))
+        finally:
+            server.stop()
+
+    def batch(self, mode: str) -> None:
+        server = self.collector(mode, workers=os.cpu_count() or 1)
+        try:
+            cpu = server.cpu_seconds()
+            result = wrk(server.url, self.token, batch=100)
+            cpu = server.cpu_seconds() - cpu
+            events = result["accepted_per_second"] * 100
+            self.record(f"batch[{mode}]", events_per_second=events, errors=result["errors"],
+                        cpu_seconds_per_10k=cpu / max(1, events * SECONDS) * 10_000,
+                        peak_rss_mb=server.memory_mb("VmHWM"))
+        finally:
+            server.stop()

@@ -1,0 +1,62 @@
+"""What every figure of the bench builds on: `Harness` holds the token and the samples recorded so far, and
+starts the servers a figure measures (this collector in a mode, the original Rust one, the limit app)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+from knobs import BENCH, OPENSEARCH, PYTHON, SECRET, SEED_BIN
+from servers import Server, free_port
+
+# After knobs, which puts this checkout's src first on sys.path.
+from event_collector.api.auth import mint_token
+
+
+class Harness:
+    """The samples of each figure, and the servers to take them from; the figures are its subclasses' methods."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.token = mint_token(SECRET, "bench-user", 24 * 3600)
+        self.samples: dict[str, list[dict[str, float]]] = {}
+
+    def record(self, figure: str, **values: float) -> None:
+        self.samples.setdefault(figure, []).append(values)
+        shown = ", ".join(f"{k}={v:,.1f}" for k, v in values.items())
+        print(f"  {figure}: {shown}", flush=True)
+
+    def collector(self, mode: str, workers: int = 1, pinned: bool = False, **extra: Any) -> Server:
+        port = free_port()
+        environment = "bench" + uuid.uuid4().hex[:10]
+        env = {**os.environ, "JWT_SECRET": SECRET, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port),
+               "SERVER_WORKERS": str(workers), "ACK_MODE": mode, "OPEN_SEARCH_DNS": OPENSEARCH,
+               "SERVER_ENVIRONMENT": environment,
+               "DATABASE_URL": f"sqlite://{self.workdir / (environment + '.db')}",
+               **{k: str(v) for k, v in extra.items()}}
+        server = Server([PYTHON, "-m", "event_collector.cli", "serve"], env, port, self.workdir, pinned)
+        server.environment = environment  # type: ignore[attr-defined]
+        return server
+
+    def seed(self, pinned: bool = False) -> Server:
+        """The original Rust collector, with the settings it reads and an SQLite file with its table."""
+        port = free_port()
+        environment = "benchseed" + uuid.uuid4().hex[:8]
+        database = self.workdir / (environment + ".db")
+        with sqlite3.connect(database) as connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, log TEXT)")
+        env = {**os.environ, "JWT_SECRET": SECRET, "SERVER_PORT": str(port), "SERVER_ENVIRONMENT": environment,
+               "OPEN_SEARCH_DNS": OPENSEARCH, "DATABASE_URL": f"sqlite://{database}"}
+        server = Server([SEED_BIN], env, port, self.workdir, pinned)
+        server.environment = environment  # type: ignore[attr-defined]
+        return server
+
+    def limit_server(self) -> Server:
+        port = free_port()
+        command = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "limit_app:app", "--host", "127.0.0.1",
+                   "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                   "--log-level", "warning"]
+        return Server(command, dict(os.environ), port, self.workdir, pinned=True)
