@@ -17,11 +17,10 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
-from .. import metrics
 from ..envelope import Envelope
 from ..exceptions import StoreError, StoreFull
 from ..retry import backoff_seconds
-from . import journal, rows, schema
+from . import copying, journal, rows, schema
 from .base import DeadLetter, Failure, PendingStatistics
 from .engine import Engine, Together, out_of_space
 from .liveness import Liveness
@@ -154,22 +153,7 @@ class SqliteStore:
         self._in_flight_bytes -= sum(len(e.document) for e in settled)
 
     def _move_into_new_file(self, old: sqlite3.Connection) -> sqlite3.Connection:
-        """The store's file was deleted or replaced while in use: what this process acknowledged would
-        land in a file nobody reads. Open the file now at the path (made afresh, or already made by a
-        sibling process) and copy every row the old one holds into it, ids kept, then use it."""
-        log.error("pending store %s was deleted or replaced while in use: moving its rows into the file now "
-                  "at that path", self.path)
-        new = schema.open_connection(self.path, synchronous=self._synchronous, recover_damaged=False)
-        try:
-            pending, dead = rows.copy_rows(old, new)
-        except BaseException:
-            new.close()
-            raise
-        self._liveness.beat()  # its directory may have gone with the file
-        metrics.store_replaced.inc()  # counted once the rows are safe in the new file, as its help says
-        log.error("pending store %s made again: %d pending and %d dead-letter rows moved into it", self.path,
-                  pending, dead)
-        return new
+        return copying.move_into_new_file(old, self.path, self._synchronous, self._liveness)
 
     # -- the pipeline ----------------------------------------------------------------------------
 
