@@ -7,7 +7,7 @@ import pytest
 
 from event_collector.envelope import Envelope
 from event_collector.exceptions import StoreError
-from event_collector.pending import Failure, SqliteStore, rows
+from event_collector.pending import Failure, SqliteStore, copying
 from support import query
 
 
@@ -81,7 +81,7 @@ async def test_a_row_whose_id_another_event_took_in_the_new_file_comes_in_with_a
             connection.execute("INSERT INTO in_flight (id, log_id, index_name, document, received_at, owner)"
                                " VALUES (1, ?, 'events_t_2026-11', x'7b7d', 1000.0, ?)",
                                ("flying" if connection is source else "landed", owner))
-        assert rows.copy_rows(source, target) == (2, 0)
+        assert copying.copy_rows(source, target) == (2, 0)
     # The strangers wait unowned in the pending table, to be replayed (their envelopes name other rows).
     assert query(new.path, "SELECT id, log_id, lease_owner FROM pending ORDER BY id") == [
         (1, "id-1", new.owner), (2, "id-9", new.owner), (3, "id-2", None), (4, "flying", None)]

@@ -1,6 +1,7 @@
-"""kafka/indexer.py's commit rule at edges a real cluster reaches only by chance: a partition revoked and assigned
-again while a 413 split is under way, and dead letters whose delivery reports are late or failed. Fakes stand in
-for the consumer, the producer and OpenSearch; tests/faults/test_kafka_topology.py has the real brokers."""
+"""The indexer's commit rule (kafka/indexer.py, membership.py, dead_letter_writer.py) at edges a real cluster
+reaches only by chance: a partition revoked and assigned again while a 413 split is under way, and dead letters
+whose delivery reports are late or failed. Fakes stand in for the consumer, the producer and OpenSearch;
+tests/faults/test_kafka_topology.py has the real brokers."""
 
 from __future__ import annotations
 
@@ -101,8 +102,8 @@ def refused(log_ids: list[str]):
 def indexer_with(consumer: FakeConsumer, opensearch: FakeOpenSearch, producer=None) -> Indexer:
     indexer = Indexer(load_settings({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "SERVER_ENVIRONMENT": "unit",
                                      "KAFKA_TOPIC": TOPIC, "KAFKA_PRODUCE_TIMEOUT_SECONDS": "1"}, env_file=None))
-    indexer._consumer, indexer._client, indexer._template = consumer, opensearch, FakeTemplate()  # noqa: SLF001
-    indexer._producer = producer  # noqa: SLF001
+    indexer._member.consumer, indexer._client, indexer._template = consumer, opensearch, FakeTemplate()  # noqa: SLF001
+    indexer._letters.producer = producer  # noqa: SLF001
     return indexer
 
 
@@ -115,10 +116,10 @@ async def test_a_partition_revoked_and_assigned_again_during_a_413_split_is_not_
         if call == 1:
             # The rebalance lands while the whole batch is refused as too large: partition 0 is revoked, so the
             # first half (its record) is dropped uncommitted ...
-            indexer._on_revoke(consumer, [TopicPartition(TOPIC, 0)])  # noqa: SLF001
+            indexer._member.on_revoke(consumer, [TopicPartition(TOPIC, 0)])  # noqa: SLF001
             return 413, {"error": "too large"}
         # ... and assigned back to this member before the batch commits.
-        indexer._on_assign(consumer, [TopicPartition(TOPIC, 0)])  # noqa: SLF001
+        indexer._member.on_assign(consumer, [TopicPartition(TOPIC, 0)])  # noqa: SLF001
         return created(log_ids)
 
     opensearch = FakeOpenSearch(answer)

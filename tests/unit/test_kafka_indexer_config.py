@@ -1,7 +1,8 @@
 """The indexer's librdkafka settings: offsets move only by its explicit commit, and dead letters are written
 as durably as the events were."""
 
-from event_collector.kafka.indexer import consumer_config, producer_config
+from event_collector.kafka.dead_letter_writer import producer_config
+from event_collector.kafka.membership import consumer_config
 from event_collector.settings import load_settings
 
 

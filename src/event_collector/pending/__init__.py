@@ -1,4 +1,11 @@
-"""The pending store: where events wait when the buffer is full or OpenSearch failed."""
+"""The pending store: where events wait when the buffer is full or OpenSearch failed.
+
+Here are the PendingStore interface (base.py), its SQLite implementation (sqlite.py, with its parts: engine,
+schema, rows, copying, files_watch, statistics, maintenance, liveness, reserve, and journal/ for durable
+mode's events in flight), the janitor that keeps a store healthy and the replayer that feeds due rows back to
+the buffer. It may import only the foundations (exceptions, settings, metrics, envelope, retry, buffer), never
+shipper, api, lifecycle or kafka: those are layers above it.
+"""
 
 from __future__ import annotations
 

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
+from typing import Callable
+
+from ..exceptions import StoreFull
 
 log = logging.getLogger(__name__)
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+# While the reserve is missing, a process tries to make it again at most this often.
+_RETRY_SECONDS = 1.0
 
 
 class Reserve:
@@ -80,3 +86,43 @@ class Reserve:
         except OSError:  # spent already, or not ours to remove: either way this call freed nothing
             return False
         return True
+
+
+class HeldReserve:
+    """One process's view of the reserve: whether it is held, as of its last look. The store's `check_room`
+    asks for every durable request, so the file is looked at by the files watch (`look`), by `check` when it
+    makes it and by `spend`, not per request."""
+
+    def __init__(self, reserve: Reserve, clock: Callable[[], float]) -> None:
+        self._reserve = reserve
+        self._clock = clock
+        self._held = False
+        self._tried_at = -math.inf
+
+    def check(self) -> None:
+        """Raise StoreFull while the reserve is not held and cannot be made (tried at most every
+        _RETRY_SECONDS): what must be stored waits until the drain no longer needs the space."""
+        if self._held:
+            return
+        now = self._clock()
+        if now - self._tried_at >= _RETRY_SECONDS:
+            self._tried_at = now
+            self._held = self._reserve.make()
+        if not self._held:
+            raise StoreFull(f"the pending store's volume has no room for the {self._reserve.size_bytes} bytes it "
+                            f"keeps for draining from a full disk (PENDING_RESERVE_BYTES, {self._reserve.path}): "
+                            "new events are refused until it has room for them twice over")
+
+    def look(self) -> None:
+        """Notice a reserve another process spent."""
+        if self._held:
+            self._held = self._reserve.held
+
+    def spend(self, cause: Exception) -> None:
+        """Give the space back to the volume for a write that failed for want of it (`cause`); the process
+        whose call freed it says so."""
+        self._held = False
+        if self._reserve.spend():
+            log.error("the pending store's volume is full (%s): gave the %d bytes set aside in %s back to it for "
+                      "the backlog to drain; new events that must be stored are refused until it has room for "
+                      "them twice over", cause, self._reserve.size_bytes, self._reserve.path)

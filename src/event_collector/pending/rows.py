@@ -2,8 +2,8 @@
 
 Each function takes a connection inside one of the engine's transactions, unless it says otherwise. A
 pending row comes in by `insert_pending` (or `adopt_in_flight`); a dead letter as a pending row moved by
-`move_to_dead_letter` (an event that never had a row gets one first). Only `copy_rows`, which carries a
-whole file over, writes the tables otherwise.
+`move_to_dead_letter` (an event that never had a row gets one first). Only `copying.copy_rows`, which carries
+a whole file over, writes the tables otherwise.
 
 Durable mode's events in flight are not here but in each process's journal (journal.py); an envelope
 names its journal record by the negative of its sequence number, so `pending_id is not None` still means
@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 # Rows per transaction in bulk maintenance: 0.1 to 0.3 s of write lock each on a busy 2-core machine.
 CHUNK_ROWS = 5_000
 
-_PENDING_COLUMNS = "log_id, index_name, document, received_at, attempts, next_attempt_at, lease_owner, last_error"
-_DEAD_LETTER_COLUMNS = "log_id, index_name, document, received_at, attempts, reason, failed_at"
-_IN_FLIGHT_COLUMNS = "log_id, index_name, document, received_at, owner"
+PENDING_COLUMNS = "log_id, index_name, document, received_at, attempts, next_attempt_at, lease_owner, last_error"
+DEAD_LETTER_COLUMNS = "log_id, index_name, document, received_at, attempts, reason, failed_at"
+IN_FLIGHT_COLUMNS = "log_id, index_name, document, received_at, owner"
 
 
 def is_in_flight(pending_id: int | None) -> bool:
@@ -48,7 +48,7 @@ def insert_pending(connection: sqlite3.Connection, rows: list[tuple]) -> range:
     # Under BEGIN IMMEDIATE nobody else writes, and AUTOINCREMENT hands out ids in order, so the rows of
     # one executemany get consecutive ids after the sequence's previous value.
     (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'pending'").fetchone()
-    connection.executemany(f"INSERT INTO pending ({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    connection.executemany(f"INSERT INTO pending ({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return range(last + 1, last + 1 + len(rows))
 
 
@@ -73,7 +73,7 @@ def adopt_in_flight(connection: sqlite3.Connection, owner: str) -> int:
     when they were received), for a replay; returns how many. Those it had delivered but not yet deleted
     are delivered again and answered 409."""
     moved = connection.execute(
-        f"INSERT INTO pending ({_PENDING_COLUMNS}) SELECT log_id, index_name, document, received_at, 0, received_at,"
+        f"INSERT INTO pending ({PENDING_COLUMNS}) SELECT log_id, index_name, document, received_at, 0, received_at,"
         " NULL, NULL FROM in_flight WHERE owner = ? ORDER BY id LIMIT ?", (owner, CHUNK_ROWS)).rowcount
     connection.execute("DELETE FROM in_flight WHERE id IN (SELECT id FROM in_flight WHERE owner = ? ORDER BY id"
                        " LIMIT ?)", (owner, CHUNK_ROWS))
@@ -84,7 +84,7 @@ def move_to_dead_letter(connection: sqlite3.Connection, now: float) -> int:
     """Move the pending rows listed in the connection's `doomed` table to dead-letter, each with its reason
     and attempt count, and empty the list; returns how many moved. One statement each way, however many."""
     connection.execute(
-        f"INSERT INTO dead_letter ({_DEAD_LETTER_COLUMNS}) SELECT p.log_id, p.index_name, p.document,"
+        f"INSERT INTO dead_letter ({DEAD_LETTER_COLUMNS}) SELECT p.log_id, p.index_name, p.document,"
         " p.received_at, d.attempts, d.reason, ? FROM doomed d JOIN pending p ON p.id = d.id ORDER BY d.id", (now,))
     moved = connection.execute("DELETE FROM pending WHERE id IN (SELECT id FROM doomed)").rowcount
     connection.execute("DELETE FROM doomed")
@@ -110,7 +110,7 @@ def _has_row(envelope: Envelope) -> bool:
 
 
 # Rows are named by (id, log_id) wherever the id comes from memory: after the file was replaced by
-# another one (see `copy_rows`), an id alone might name another event's row.
+# another one (see copying.py), an id alone might name another event's row.
 
 
 def delete_pending(connection: sqlite3.Connection, keys: list[tuple[int, str]]) -> None:
@@ -254,46 +254,6 @@ def statistics(connection: sqlite3.Connection) -> PendingStatistics:
     (dead,) = connection.execute("SELECT count(*) FROM dead_letter").fetchone()
     pending_bytes, dead_bytes = byte_counts(connection)
     return PendingStatistics(rows + flying, pending_bytes + flying_bytes, oldest, histogram, dead, dead_bytes)
-
-
-def copy_rows(source: sqlite3.Connection, target: sqlite3.Connection) -> tuple[int, int]:
-    """Copy every pending, dead-letter and in-flight row from `source` into `target` with the same ids, so that the
-    envelopes in memory still name their rows. A row already there with its id and log_id is skipped:
-    several processes may each merge their view of one old file. A row whose id another event holds (a
-    process wrote into the old file as it was deleted) comes in with a new id, unowned, to be replayed.
-    Runs its own transactions on `target`, CHUNK_ROWS rows each. Returns the pending (in flight included)
-    and dead-letter rows copied."""
-    copied = []
-    for table, columns in (("pending", _PENDING_COLUMNS), ("dead_letter", _DEAD_LETTER_COLUMNS),
-                           ("in_flight", _IN_FLIGHT_COLUMNS)):
-        count, after = 0, 0
-        values = ", ".join("?" * (columns.count(",") + 1))
-        while rows := source.execute(f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?",
-                                     (after, CHUNK_ROWS)).fetchall():
-            target.execute("BEGIN IMMEDIATE")
-            try:
-                count += target.executemany(f"INSERT OR IGNORE INTO {table} (id, {columns}) VALUES (?, {values})",
-                                            rows).rowcount
-                present = dict(target.execute(f"SELECT id, log_id FROM {table} WHERE id BETWEEN ? AND ?",
-                                              (rows[0][0], rows[-1][0])))
-                strangers = [row[1:] for row in rows if present[row[0]] != row[1]]
-                if table == "pending":
-                    strangers = [(*row[:6], None, row[7]) for row in strangers]
-                if table == "in_flight":  # its envelope names another row now: replayed from pending instead
-                    count += target.executemany(
-                        f"INSERT INTO pending ({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, NULL, NULL)",
-                        [(*row[:4], row[3]) for row in strangers]).rowcount
-                else:
-                    count += target.executemany(f"INSERT INTO {table} ({columns}) VALUES ({values})",
-                                                strangers).rowcount
-                target.execute("COMMIT")
-            except BaseException:
-                if target.in_transaction:
-                    target.execute("ROLLBACK")
-                raise
-            after = rows[-1][0]
-        copied.append(count)
-    return copied[0] + copied[2], copied[1]
 
 
 def _reason_filter(reason: str | None) -> tuple[str, tuple]:

@@ -2,43 +2,33 @@
 
 Its parts: `engine` (the thread, group commit, SQLite errors), `schema` (opening, migrations, recovery,
 space), `rows` (the SQL), `liveness` (heartbeat files), `journal` (durable mode's events in flight, in
-files of this process's own beside the store) and `reserve` (space kept for draining from a full disk).
-This module decides what each call of the PendingStore interface does with them.
+files of this process's own beside the store), `reserve` (space kept for draining from a full disk),
+`files_watch` and `copying` (files removed or replaced while in use), `statistics` (the figures) and
+`maintenance` (upkeep and the operator's tools). This module decides what each call of the pipeline's part
+of the PendingStore interface does with them, and hands the rest to `maintenance`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
 import sqlite3
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from .. import metrics
 from ..envelope import Envelope
 from ..exceptions import StoreError, StoreFull
 from ..retry import backoff_seconds
-from . import journal, rows, schema
+from . import copying, journal, rows, schema, statistics
 from .base import DeadLetter, Failure, PendingStatistics
 from .engine import Engine, Together, out_of_space
+from .files_watch import watch_files
 from .liveness import Liveness
-from .reserve import Reserve
+from .maintenance import Maintenance
+from .reserve import HeldReserve, Reserve
 
 log = logging.getLogger(__name__)
-
-_SECONDS_PER_DAY = 86_400
-# The shortest pause between two chunks of maintenance: SQLite's busy handler tries again every 100 ms at
-# most, so a pause this long lets every process waiting for the lock in.
-_LEAST_PAUSE_SECONDS = 0.1
-# Heartbeat files of owners silent this long are removed (their rows were adopted long ago).
-_FORGET_OWNERS_AFTER_SECONDS = 86_400
-# How often the journal and the store's file are checked for removal (docs/delivery.md, "Store layout").
-FILES_CHECK_SECONDS = 0.5
-# While the reserve is missing, a process tries to make it again at most this often.
-_RESERVE_RETRY_SECONDS = 1.0
 
 
 class SqliteStore:
@@ -64,7 +54,6 @@ class SqliteStore:
         self._backoff_base_seconds = backoff_base_seconds
         self._backoff_max_seconds = backoff_max_seconds
         self._max_bytes = max_bytes
-        self._dead_letter_max_bytes = dead_letter_max_bytes
         self._synchronous = synchronous
         self._recover_damaged = recover_damaged
         self._clock = clock
@@ -73,21 +62,17 @@ class SqliteStore:
         self.journal = journal.Journal(path, self.owner, sync=synchronous == "FULL",
                                        segment_bytes=journal_segment_bytes)
         self._files_watch: asyncio.Task | None = None
-        self._log_lost_said = False
         # The pending and dead-letter documents' bytes over all processes, as of this one's last transaction
         # (kept by triggers), and the bytes of this process's own events in flight (in its journal). See
         # `backlog_bytes`.
         self._pending_bytes = 0
         self.dead_letter_bytes = 0
         self._in_flight_bytes = 0
-        self._adopted_at = -math.inf
         # Space set aside on the volume for draining from a full disk (reserve.py): made at the first
         # `check_room`, spent by a claim or a delete of delivered rows that fails for want of space.
-        self._reserve = Reserve(path, reserve_bytes)
-        self._reserve_tried_at = -math.inf
-        # Whether the reserve is held, as of this process's last look: `check_room` runs for every durable
-        # request, so the file is looked at by the files watch (and by make and spend), not per request.
-        self._reserve_held = False
+        self._reserve = HeldReserve(Reserve(path, reserve_bytes), clock)
+        self._maintenance = Maintenance(self.engine, self._liveness, owner=self.owner,
+                                        dead_letter_max_bytes=dead_letter_max_bytes, clock=clock)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -100,7 +85,8 @@ class SqliteStore:
             await self.engine.close()
             raise StoreError(f"cannot open the in-flight journal {self.journal.directory}: {exc}") from exc
         self._liveness.start()
-        self._files_watch = asyncio.create_task(self._watch_files(), name="store-files-watch")
+        self._files_watch = asyncio.create_task(watch_files(self.engine, self.journal, self._reserve),
+                                                name="store-files-watch")
 
     async def close(self) -> None:
         if self._files_watch is not None:
@@ -111,30 +97,6 @@ class SqliteStore:
         finally:
             self.journal.close()
             self._liveness.stop()
-
-    async def _watch_files(self) -> None:
-        """The journal and the store's file, if someone removed them, are made whole within a check's
-        interval, whether or not events arrive (an idle process, or one whose buffer is full and that
-        writes only to SQLite, or one whose delivery is paused and that replays nothing)."""
-        said = ""
-        while True:
-            await asyncio.sleep(FILES_CHECK_SECONDS)
-            try:
-                if self._reserve_held:  # another process may have spent it: noticed here, not per request
-                    self._reserve_held = self._reserve.held
-                self.journal.check()
-                if self.engine.file_changed():  # using the connection moves its rows into the file at the path
-                    await self.engine.call(lambda connection: None)
-                elif self.engine.log_lost() and not self._log_lost_said:
-                    self._log_lost_said = True
-                    log.error("pending store %s: its write-ahead log was deleted or replaced while in use; every "
-                              "commit is copied into the store's file at once from now on. Restart every process "
-                              "using the store, together, to start a new log", self.path)
-                    await self.engine.copy_every_commit()
-            except Exception as exc:  # the watch must outlive any one failure, or removals go unnoticed
-                if str(exc) != said:  # said once, not every half second
-                    log.error("checking the pending store's files failed: %s", exc)
-                said = str(exc)
 
     @property
     def backlog_bytes(self) -> int:
@@ -154,22 +116,7 @@ class SqliteStore:
         self._in_flight_bytes -= sum(len(e.document) for e in settled)
 
     def _move_into_new_file(self, old: sqlite3.Connection) -> sqlite3.Connection:
-        """The store's file was deleted or replaced while in use: what this process acknowledged would
-        land in a file nobody reads. Open the file now at the path (made afresh, or already made by a
-        sibling process) and copy every row the old one holds into it, ids kept, then use it."""
-        log.error("pending store %s was deleted or replaced while in use: moving its rows into the file now "
-                  "at that path", self.path)
-        new = schema.open_connection(self.path, synchronous=self._synchronous, recover_damaged=False)
-        try:
-            pending, dead = rows.copy_rows(old, new)
-        except BaseException:
-            new.close()
-            raise
-        self._liveness.beat()  # its directory may have gone with the file
-        metrics.store_replaced.inc()  # counted once the rows are safe in the new file, as its help says
-        log.error("pending store %s made again: %d pending and %d dead-letter rows moved into it", self.path,
-                  pending, dead)
-        return new
+        return copying.move_into_new_file(old, self.path, self._synchronous, self._liveness)
 
     # -- the pipeline ----------------------------------------------------------------------------
 
@@ -178,18 +125,7 @@ class SqliteStore:
         reserve that lets a backlog drain from a full disk: new events are refused, never dropped."""
         if self.backlog_bytes >= self._max_bytes:
             raise StoreFull(f"the pending backlog is at its cap of {self._max_bytes} bytes (PENDING_MAX_BYTES)")
-        if not self._reserve_held and not self._make_reserve():
-            raise StoreFull(f"the pending store's volume has no room for the {self._reserve.size_bytes} bytes it "
-                            f"keeps for draining from a full disk (PENDING_RESERVE_BYTES, {self._reserve.path}): "
-                            "new events are refused until it has room for them twice over")
-
-    def _make_reserve(self) -> bool:
-        now = self._clock()
-        if now - self._reserve_tried_at < _RESERVE_RETRY_SECONDS:
-            return False
-        self._reserve_tried_at = now
-        self._reserve_held = self._reserve.make()
-        return self._reserve_held
+        self._reserve.check()
 
     async def add(self, envelopes: list[Envelope], *, leased: bool, enforce_cap: bool = True) -> None:
         if not envelopes:
@@ -291,11 +227,7 @@ class SqliteStore:
     async def claim_due(self, limit: int) -> list[Envelope]:
         if limit <= 0:
             return []
-        if self._clock() - self._adopted_at >= self._liveness.timeout_seconds / 3:
-            try:
-                await self.adopt_orphans()
-            except StoreError as exc:  # the due rows go on draining; adoption is tried again next time
-                log.warning("adopting the rows of stopped processes failed: %s", exc)
+        await self._maintenance.adopt_orphans_now_and_then()
         now = self._clock()
         return await self._write_to_drain(lambda c: rows.claim(c, self.owner, now, limit))
 
@@ -312,11 +244,7 @@ class SqliteStore:
         return await self.engine.write_alone(operation)
 
     async def _spend_reserve(self, cause: StoreError) -> None:
-        self._reserve_held = False
-        if self._reserve.spend():
-            log.error("the pending store's volume is full (%s): gave the %d bytes set aside in %s back to it for "
-                      "the backlog to drain; new events that must be stored are refused until it has room for "
-                      "them twice over", cause, self._reserve.size_bytes, self._reserve.path)
+        self._reserve.spend(cause)
         try:
             # The log's pages go into the file now, with the space just freed, so that it starts over from
             # its beginning rather than grows.
@@ -325,105 +253,33 @@ class SqliteStore:
             log.error("pending store %s: copying the write-ahead log into the file failed: %s", self.path, exc)
 
     async def statistics(self) -> PendingStatistics:
-        """The pending table's rows and every process's events in flight (read from the journals)."""
-        stored = await self.engine.call(rows.statistics)
-        flying = await asyncio.get_running_loop().run_in_executor(None, self._journal_statistics)
-        return stored.with_in_flight(*flying)
+        return await statistics.read(self.engine)
 
-    def _journal_statistics(self) -> tuple[int, int, float | None]:
-        events = [event for directory in journal.journal_directories(self.path)
-                  for _, segment in journal.unsettled_events(directory) for event in segment]
-        return (len(events), sum(len(e.document) for e in events),
-                min((e.received_at for e in events), default=None))
-
-    # -- upkeep ----------------------------------------------------------------------------------
+    # -- upkeep and the operator's tools: maintenance.py ---------------------------------------------
 
     async def adopt_orphans(self) -> int:
-        self._adopted_at = self._clock()
-        # Rows in the `in_flight` table come from a version before the journal.
-        owners = set(await self.engine.call(rows.lease_owners)) | set(await self.engine.call(rows.in_flight_owners))
-        dead = sorted(owner for owner in owners if not self._liveness.is_alive(owner))
-        adopted = 0
-        for owner in dead:
-            adopted += await self._in_chunks(lambda c, owner=owner: rows.free_rows_of(c, owner))
-            adopted += await self._in_chunks(lambda c, owner=owner: rows.adopt_in_flight(c, owner))
-        for orphan in journal.orphans(self.path, self.owner):
-            try:
-                adopted += await self._adopt_journal(orphan)
-            finally:
-                orphan.release()
-            dead.append(os.path.basename(orphan.directory))
-        if adopted:
-            log.warning("adopted %d pending rows of %d processes that stopped beating; they are replayed now",
-                        adopted, len(dead))
-        self._liveness.forget_silent(_FORGET_OWNERS_AFTER_SECONDS)
-        return adopted
-
-    async def _adopt_journal(self, orphan: journal.Orphan) -> int:
-        """Move a dead process's events not settled into the pending table, due as of when they were
-        received, a segment at a time, CHUNK_ROWS per transaction; each segment is unlinked once its events
-        are committed. A crash between the two copies the segment's events again: delivered twice, the same
-        `_id`, answered 409."""
-        moved = 0
-        segments = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: list(journal.unsettled_events(orphan.directory)))
-        for path, events in segments:
-            for start in range(0, len(events), rows.CHUNK_ROWS):
-                chunk = [rows.pending_row(e.envelope(), e.received_at, None, None)
-                         for e in events[start:start + rows.CHUNK_ROWS]]
-                await self.engine.write_alone(lambda c, chunk=chunk: rows.insert_pending(c, chunk))
-                moved += len(chunk)
-            os.unlink(path)
-        orphan.remove()
-        return moved
+        return await self._maintenance.adopt_orphans()
 
     async def expire_pending(self, older_than_days: float) -> int:
-        now = self._clock()
-        cutoff = now - older_than_days * _SECONDS_PER_DAY
-        reason = f"expired: still undelivered after {older_than_days:g} days"
-        return await self._in_chunks(lambda c: rows.expire(c, cutoff, reason, now))
+        return await self._maintenance.expire_pending(older_than_days)
 
     async def purge_dead_letters(self, older_than_days: float, reason: str | None = None) -> int:
-        cutoff = self._clock() - older_than_days * _SECONDS_PER_DAY
-        return await self._in_chunks(lambda c: rows.purge_dead_letters(c, cutoff, reason))
+        return await self._maintenance.purge_dead_letters(older_than_days, reason)
 
     async def trim_dead_letters(self) -> int:
-        return await self._in_chunks(lambda c: rows.trim_dead_letters(c, self._dead_letter_max_bytes))
+        return await self._maintenance.trim_dead_letters()
 
     async def reclaim_space(self) -> int:
-        if not await self.engine.call(schema.worth_vacuuming):
-            return 0
-        given_back = await self._in_chunks(schema.vacuum_step, run=self.engine.call)
-        await self.engine.call(schema.checkpoint)
-        return given_back
-
-    async def _in_chunks(self, chunk: Callable[[sqlite3.Connection], int],
-                         run: Callable[[Callable], Awaitable[int]] | None = None) -> int:
-        """Run `chunk` in transactions of its own (`engine.write_alone`, or `run`) until it does nothing;
-        returns the sum of what it returned. After each chunk it leaves the store alone for as long as the
-        chunk took, and at least _LEAST_PAUSE_SECONDS: maintenance never takes more than half the store's
-        time, and other processes' writers get the lock between two chunks."""
-        run = run or self.engine.write_alone
-        loop = asyncio.get_running_loop()
-        total = 0
-        while True:
-            started = loop.time()
-            done = await run(chunk)
-            if not done:
-                return total
-            total += done
-            await asyncio.sleep(max(loop.time() - started, _LEAST_PAUSE_SECONDS))
-
-    # -- the operator's tools --------------------------------------------------------------------
+        return await self._maintenance.reclaim_space()
 
     async def make_all_due(self) -> int:
-        return await self._in_chunks(rows.make_due)
+        return await self._maintenance.make_all_due()
 
     async def list_dead_letters(self, reason: str | None, limit: int) -> list[DeadLetter]:
-        return await self.engine.call(lambda c: rows.list_dead_letters(c, reason, limit))
+        return await self._maintenance.list_dead_letters(reason, limit)
 
     async def requeue_dead_letters(self, reason: str | None) -> int:
-        return await self._in_chunks(lambda c: rows.requeue_dead_letters(c, reason))
+        return await self._maintenance.requeue_dead_letters(reason)
 
 
 async def statistics_read_only(path: str) -> PendingStatistics:

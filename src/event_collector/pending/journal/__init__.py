@@ -14,6 +14,9 @@ Its parts: `format` (records, checksums, reading a segment), `place` (the direct
 the adoption of dead processes' journals), `sync` (group fdatasync) and `writer` (one process's journal:
 sequence numbers, live sets, rolling, unlinking, and the rescue of files removed while in use).
 docs/delivery.md, "Store layout", says what each fault on disk costs.
+
+It may import what the rest of pending may (the foundations: exceptions, envelope and the like) and none of
+pending's other modules: the SQLite store uses the journal, never the other way round.
 """
 
 from .format import JournalEvent
