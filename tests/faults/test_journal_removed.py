@@ -2,6 +2,7 @@
 cleaner), with OpenSearch unreachable, then `kill -9`: every event answered 2xx is indexed once after the
 restart, and no answer is a 5xx other than 503. docs/delivery.md, "What may be removed or lost on disk"."""
 
+import errno
 import os
 import shutil
 import signal
@@ -15,11 +16,24 @@ UNREACHABLE = "http://127.0.0.1:9"
 EVENTS = 200
 
 
+def remove_directory(path: str) -> None:
+    """`rm -rf`, run again when the collector's rescue wrote a new segment into the directory while it was
+    being emptied (rmdir then fails with ENOTEMPTY), as an operator would run it again."""
+    for _ in range(20):
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+    raise AssertionError(f"{path} kept being refilled")
+
+
 def remove(part: str, database) -> None:
     [directory] = journal.journal_directories(str(database))
     segments = sorted(name for name in os.listdir(directory) if name.endswith(".seg"))
     if part == "directory":
-        shutil.rmtree(journal.directory_of(str(database)))
+        remove_directory(journal.directory_of(str(database)))
     elif part == "lock file":
         os.unlink(os.path.join(directory, "lock"))
     else:
@@ -86,7 +100,7 @@ def test_a_part_of_the_journal_removed_under_load_with_opensearch_up_then_kill_9
                    and len(os.listdir(journal.journal_directories(str(database))[0])) >= 4,
                    timeout=60, message="load, and a journal of several segments")
         if part == "directory":
-            shutil.rmtree(journal.directory_of(str(database)))
+            remove_directory(journal.directory_of(str(database)))
         else:
             [directory] = journal.journal_directories(str(database))
             active = sorted(name for name in os.listdir(directory) if name.endswith(".seg"))[-1]
