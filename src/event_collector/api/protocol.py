@@ -35,7 +35,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .. import metrics
 from ..settings import Settings
-from . import fastpath
+from . import fastpath, wire
+from .answers import Answer, late_body_answer, refused
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             # The client left before the end of its body: the request never happened, nothing is kept.
             self._fast_body = None
             self.close_at = None
-            fastpath.refused("aborted")
+            refused("aborted")
         super().connection_lost(exc)
 
     def close_lingering(self, seconds: float = LINGER_SECONDS) -> None:
@@ -175,8 +176,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             # The app's 408 for a late body; the rest of the body is not awaited: the connection ends.
             self._fast_body = None
             self._fast_keep_alive = False
-            fastpath.refused("timeout")
-            self._fast_answered(fastpath.answer(408, {"error": "request body not received in time"}))
+            self._fast_answered(late_body_answer())
             return
         if not self._lingering:
             log.info("closed a connection that sent no complete request head within HEADER_READ_TIMEOUT_SECONDS")
@@ -361,7 +361,7 @@ class CollectorHttpProtocol(HttpToolsProtocol):
             # Waiting for a commit: later requests on this connection wait too, so answers stay in order.
             self.flow.pause_reading()
 
-    def _fast_answered(self, whole: fastpath.Answer) -> None:
+    def _fast_answered(self, whole: Answer) -> None:
         """Write a fast-path answer, then go on as after any response (on_response_complete)."""
         waited = self._fast_waiting
         self._fast_waiting = False
@@ -371,8 +371,8 @@ class CollectorHttpProtocol(HttpToolsProtocol):
         transport = self.raw_transport
         if self._lingering or transport.is_closing():
             return
-        keep_alive = self._fast_keep_alive and not fastpath.ends_connection(whole)
-        transport.write(fastpath.encode(whole, self.server_state.default_headers, keep_alive))
+        encoded, keep_alive = wire.encode(whole, self.server_state.default_headers, self._fast_keep_alive)
+        transport.write(encoded)
         if not keep_alive:
             self.close_lingering()
             return
