@@ -1,4 +1,5 @@
-"""api/protocol.py on a fake transport: where the head limit falls, byte for byte, and the open-file cap.
+"""api/protocol.py on a fake transport: where the head limit falls, byte for byte, and the open-file cap
+(api/connection_limits.py).
 The same behaviour against a real process and real sockets: tests/security/test_connections.py."""
 
 import asyncio
@@ -9,8 +10,9 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from event_collector.api import protocol
-from event_collector.api.protocol import CollectorHttpProtocol, ConnectionLimits
+from event_collector.api import connection_limits
+from event_collector.api.connection_limits import ConnectionLimits
+from event_collector.api.protocol import CollectorHttpProtocol
 
 HEAD_LIMIT = 1024
 LIMITS = ConnectionLimits(max_header_line_bytes=512, max_header_bytes=HEAD_LIMIT, max_headers=10,
@@ -127,16 +129,16 @@ async def test_a_long_request_line_a_long_header_line_or_too_many_headers_are_re
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit_and_the_cap_lowered_to_fit(monkeypatch, caplog):
     limits = {"now": (256, 4096)}
-    monkeypatch.setattr(protocol.resource, "getrlimit", lambda which: limits["now"])
-    monkeypatch.setattr(protocol.resource, "setrlimit", lambda which, values: limits.update(now=values))
-    with caplog.at_level(logging.WARNING, logger=protocol.__name__):
-        assert protocol.connection_cap(10_000) == 4096 - protocol.FILE_DESCRIPTOR_RESERVE
+    monkeypatch.setattr(connection_limits.resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(connection_limits.resource, "setrlimit", lambda which, values: limits.update(now=values))
+    with caplog.at_level(logging.WARNING, logger=connection_limits.__name__):
+        assert connection_limits.connection_cap(10_000) == 4096 - connection_limits.FILE_DESCRIPTOR_RESERVE
     assert limits["now"] == (4096, 4096)
     assert "leaves room for 3968 connections, not MAX_CONNECTIONS=10000" in caplog.text
 
     caplog.clear()
     limits["now"] = (1024, 1024)
-    assert protocol.connection_cap(100) == 100
+    assert connection_limits.connection_cap(100) == 100
     assert caplog.text == ""
 
 

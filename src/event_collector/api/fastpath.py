@@ -1,6 +1,6 @@
 """The single-event `POST /events` answered inside the HTTP protocol: no task, no ASGI messages.
 
-api/protocol.py decides which requests take it (docs/http.md) and hands over a complete body; this
+api/fast_dispatch.py decides which requests take it (docs/http.md) and hands over a complete body; this
 module runs them through the same pipeline as the app (api/pipeline.py) and calls back with the whole
 answer. `Collector.accept` is a coroutine: it is stepped here by hand rather than wrapped in a task. In
 memory mode with room in the buffer it finishes at the first step, so the answer is written from within the

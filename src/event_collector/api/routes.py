@@ -17,7 +17,7 @@ from .batch import Rejection, decode_batch
 from .pipeline import IngestRequest, Route
 from .validation import EventBody, decode_event
 
-# The route the protocol's fast path answers (api/protocol.py).
+# The route the protocol's fast path answers (api/fast_dispatch.py).
 EVENTS_PATH = b"/events"
 
 

@@ -1,11 +1,11 @@
 """Answers as the bytes uvicorn would write for them, for what the protocol writes itself: the fast path's
-answers (api/protocol.py)."""
+answers and its own refusals of a connection or of a request head (api/protocol.py)."""
 
 from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from .answers import STATUS_ANSWERS, Answer, Headers
+from .answers import STATUS_ANSWERS, Answer, Headers, answer
 
 
 class _AnswerBytes:
@@ -38,6 +38,11 @@ class _AnswerBytes:
 
 _STATUS_ANSWER_IDS = frozenset(id(whole) for whole in STATUS_ANSWERS.values())
 encode = _AnswerBytes().encode
+
+
+def refusal(status: int, reason: str, default_headers: Headers, extra: Headers | None = None) -> bytes:
+    """A JSON error the protocol answers before the app sees a request, on a connection it then closes."""
+    return _encode(answer(status, {"error": reason}, extra), default_headers, keep_alive=False)
 
 
 def _encode(whole: Answer, default_headers: Headers, keep_alive: bool) -> bytes:
