@@ -22,7 +22,9 @@ by BODY_READ_TIMEOUT_SECONDS through the same sweep. Every other request's body 
 
 One class, CollectorHttpProtocol, in files by concern: this one holds the connection, its limits and its
 timeouts; api/fast_dispatch.py which requests take the fast path and how they are carried; api/closing.py the
-lingering close and the sweep; api/wire.py the bytes of what the protocol answers itself.
+lingering close and the sweep; api/wire.py the bytes of what the protocol answers itself. What it relies on
+of uvicorn's and httptools' internals is listed in docs/http.md and checked by
+tests/unit/test_uvicorn_internals.py.
 """
 
 from __future__ import annotations
