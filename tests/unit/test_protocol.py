@@ -4,6 +4,7 @@ The same behaviour against a real process and real sockets: tests/security/test_
 
 import asyncio
 import logging
+import types
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit_and_the_cap_lowered_to_
 class RecordingFastPath:
     """Stands in for FastIngest: answers 200 at once and records the bodies it was handed."""
 
-    accepting = True
+    collector = types.SimpleNamespace(accepting=True)
     body_read_timeout_seconds = 10.0
 
     def __init__(self) -> None:

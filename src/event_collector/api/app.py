@@ -19,7 +19,7 @@ from ..modes import AnyCollector, open_collector
 from ..settings import Settings
 from . import probes
 from .answers import (Answer, Send, answer, count_kept, late_body_answer, plain_answer, refusal_answer, refused,
-                      send_answer, unavailable_answer)
+                      send_answer, store_failed_answer, unavailable_answer)
 from .auth import TokenVerifier
 from .body import ClientDisconnected, Receive, read_body
 from .cors import CorsPolicy, is_preflight
@@ -147,10 +147,10 @@ class CollectorApp:
         try:
             status = await self.collector.accept(envelopes) if envelopes else CREATED
         except StoreError as exc:
-            await send_answer(send, pipeline.answer_failed(request, exc))
+            await send_answer(send, store_failed_answer(envelopes, exc))
             return
         count_kept(status, envelopes, request.rejected)
-        await send_answer(send, pipeline.answer_kept(request, status))
+        await send_answer(send, route.answer(request, status))
 
 
 def create_app() -> CollectorApp:

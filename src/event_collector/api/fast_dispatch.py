@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from .answers import Answer, late_body_answer, refused
+from .connection_limits import ConnectionLimits
 from .fastpath import INTERNAL_ERROR, MAX_FAST_BODY_BYTES, TALLY, FastIngest
 from .routes import EVENTS_PATH
 from .wire import encode
@@ -30,6 +31,8 @@ class FastPathDispatch:
     state it uses the protocol's (below), `_next_request` and `close_lingering` (api/closing.py), and uvicorn's
     (docs/http.md lists what of uvicorn's the protocol relies on)."""
 
+    limits: ConnectionLimits
+    head_room: int | None
     raw_transport: asyncio.Transport
     close_at: float | None
     _answered_one: bool
@@ -98,7 +101,7 @@ class FastPathDispatch:
             # HTTP/1.1 keeps the connection (llhttp: HTTP/1.0 needs `Connection: keep-alive`, and it refuses
             # versions other than 0.9, 1.0, 1.1 and 2.0), so the usual request is told without asking.
             http_1_1 = (keep_alive and not self._connection_header) or parser.get_http_version() == "1.1"
-            if parser.get_method() == b"POST" and http_1_1 and not parser.should_upgrade() and fast.accepting:
+            if parser.get_method() == b"POST" and http_1_1 and not parser.should_upgrade() and fast.collector.accepting:
                 self._fast_body = []
                 self._fast_keep_alive = keep_alive
                 self.close_at = self.loop.time() + fast.body_read_timeout_seconds
@@ -128,15 +131,24 @@ class FastPathDispatch:
         else:
             super()._start_asgi_task(cycle, app)  # type: ignore[misc]
 
-    def _fast_request(self) -> None:
-        """The fast-path request's body is complete: hand it over."""
-        assert self._fast_body is not None and self.fast is not None
-        body = b"".join(self._fast_body)
+    def on_message_complete(self) -> None:
+        self.head_room = self.limits.max_header_bytes  # the next head's (api/protocol.py)
+        chunks = self._fast_body
+        if chunks is None:
+            # uvicorn's on_message_complete, inlined.
+            cycle = self.cycle
+            if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+                return
+            cycle.more_body = False
+            cycle.message_event.set()
+            return
+        # The fast-path request's body is complete: hand it over.
+        body = b"".join(chunks)
         self._fast_body = None
         self.close_at = None
         self._fast_waiting = True
         try:
-            self.fast.handle(self.headers, self.client, body, self._fast_answered)
+            self.fast.handle(self.headers, self.client, body, self._fast_answered)  # type: ignore[union-attr]
         except Exception:
             # A bug, not the client's fault: the 500 uvicorn gives an app that fails, not its 400 for a parser
             # callback that raised.

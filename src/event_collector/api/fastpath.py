@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine
 from .. import metrics
 from ..collecting import CREATED
 from ..exceptions import StoreError
-from .answers import Answer
+from .answers import Answer, store_failed_answer
 from .app import CollectorApp
 from .routes import EVENTS_PATH
 
@@ -103,10 +103,6 @@ class FastIngest:
             fast = cls._of[app] = cls(app)
         return fast
 
-    @property
-    def accepting(self) -> bool:
-        return self.collector.accepting
-
     def handle(self, headers: list[tuple[bytes, bytes]], peer: Any, body: bytes, done: Done) -> None:
         """Answer one event through `done`: called before this returns unless the collector must wait."""
         pipeline = self.pipeline
@@ -122,9 +118,9 @@ class FastIngest:
         def kept(status: Any, exc: BaseException | None) -> None:
             if exc is None:
                 TALLY.kept(status)
-                done(pipeline.answer_kept(request, status))
+                done(request.route.answer(request, status))
             elif isinstance(exc, StoreError):
-                done(pipeline.answer_failed(request, exc))
+                done(store_failed_answer(request.envelopes, exc))
             else:
                 log.error("the fast path failed on an event", exc_info=exc)
                 done(INTERNAL_ERROR)

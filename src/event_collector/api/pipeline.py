@@ -12,9 +12,11 @@ it by hand). A caller runs:
     ... reads the body ...
     refusal = pipeline.prepare(request, body)   # None: request.envelopes are ready to keep
     ... status = Collector.accept(request.envelopes) ...
-    pipeline.answer_kept(request, status)       # or pipeline.answer_failed(request, exc)
+    route.answer(request, status)               # or, when it raised StoreError, store_failed_answer
 
-Each step fills in its part of the IngestRequest; a refusal is an Answer, counted (api/answers.py).
+Each step fills in its part of the IngestRequest; a refusal is an Answer, counted (api/answers.py). The
+kept events are counted by the caller: the app with each answer (answers.count_kept), the fast path in bulk
+(fastpath.Tally).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from .. import metrics
 from ..enrich import Enricher
 from ..enrich.client_time import collector_clock
 from ..envelope import build_envelope
-from ..exceptions import AuthError, InvalidEvent, StoreError
+from ..exceptions import AuthError, InvalidEvent
 from ..settings import Settings
-from .answers import Answer, rate_limited_answer, refusal_answer, store_failed_answer
+from .answers import Answer, rate_limited_answer, refusal_answer
 from .batch import DecodedBatch, Rejection
 from .body import decoded, too_large
 from .ratelimit import UserRateLimiter
@@ -133,16 +135,17 @@ class IngestPipeline:
             refusal = self._limit_rate(request)
             if refusal is not None:
                 return refusal
-        request.envelopes = self._envelopes(request)
+        # The events' documents, received now from this client. A loop, not a comprehension: on Python 3.11 a
+        # comprehension is a function made and called each time, which costs a fifth of the usual request's
+        # one envelope.
+        received_at = self.clock()
+        copied = request.copied
+        client = self.enricher.client(request.scope, copied["user-agent"])
+        request.envelopes = envelopes = []
+        for event in request.events:
+            envelopes.append(build_envelope(self.environment, event, request.user_id, copied, received_at, client,
+                                            self.max_event_age_seconds))
         return None
-
-    def answer_kept(self, request: IngestRequest, status: str) -> Answer:
-        """The route's 2xx. The kept events are counted by the caller: the app with each answer
-        (answers.count_kept), the fast path in bulk (fastpath.Tally)."""
-        return request.route.answer(request, status)
-
-    def answer_failed(self, request: IngestRequest, exc: StoreError) -> Answer:
-        return store_failed_answer(request.envelopes, exc)
 
     def _limit_rate(self, request: IngestRequest) -> Answer | None:
         """Keep the events the sender's rate allows; a 429 when it allows none. A batch kept in part has the
@@ -164,19 +167,6 @@ class IngestPipeline:
         request.events = events[:granted]
         request.retry_after = retry_after
         return None
-
-    def _envelopes(self, request: IngestRequest) -> list:
-        received_at = self.clock()
-        copied = request.copied
-        client = self.enricher.client(request.scope, copied["user-agent"])
-        # A loop, not a comprehension: on Python 3.11 a comprehension is a function made and called each time,
-        # which costs a fifth of building the usual request's one envelope.
-        envelopes = []
-        for event in request.events:
-            envelopes.append(build_envelope(self.environment, event, request.user_id, copied, received_at, client,
-                                            self.max_event_age_seconds))
-        return envelopes
-
 
 def copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}

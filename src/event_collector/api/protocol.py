@@ -130,22 +130,6 @@ class CollectorHttpProtocol(FastPathDispatch, LingeringClose, HttpToolsProtocol)
                 self._receive_past_head_room(data, room)
                 return
             self.head_room = room - len(data)
-        self._feed(data)
-
-    def _receive_past_head_room(self, data: bytes, room: int) -> None:
-        """Feed only what the head may still use; the rest only if the head ended within it."""
-        self.head_room = 0
-        self._feed(data[:room])
-        if not self._reading_requests:
-            return
-        if self.head_room == 0 and len(getattr(self, "url", b"")) > self.limits.max_header_line_bytes:
-            self._refuse(414, "request line longer than MAX_HEADER_LINE_BYTES")
-        elif self.head_room == 0:
-            self._refuse(431, "request head larger than MAX_HEADER_BYTES")
-        else:
-            self.data_received(data[room:])
-
-    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -162,9 +146,20 @@ class CollectorHttpProtocol(FastPathDispatch, LingeringClose, HttpToolsProtocol)
             else:
                 self._unsupported_upgrade_warning()
 
-    # Parser callbacks (with FastPathDispatch's): the hot path, so the limits are checked once a head is
-    # complete (it is bounded by MAX_HEADER_BYTES as it arrives), and uvicorn's short bodies are inlined
-    # rather than reached via super().
+    def _receive_past_head_room(self, data: bytes, room: int) -> None:
+        """Feed only what the head may still use; the rest only if the head ended within it."""
+        self.data_received(data[:room])
+        if not self._reading_requests:
+            return
+        if self.head_room == 0 and len(getattr(self, "url", b"")) > self.limits.max_header_line_bytes:
+            self._refuse(414, "request line longer than MAX_HEADER_LINE_BYTES")
+        elif self.head_room == 0:
+            self._refuse(431, "request head larger than MAX_HEADER_BYTES")
+        else:
+            self.data_received(data[room:])
+
+    # Parser callbacks (the others are FastPathDispatch's): the hot path, so the limits are checked once a head
+    # is complete (it is bounded by MAX_HEADER_BYTES as it arrives).
 
     def on_headers_complete(self) -> None:
         limits = self.limits
@@ -183,17 +178,6 @@ class CollectorHttpProtocol(FastPathDispatch, LingeringClose, HttpToolsProtocol)
             # request it asked to be the last is not read (an exception is the parser's only way to stop).
             raise RequestRefused("connection closing")
         self._dispatch()
-
-    def on_message_complete(self) -> None:
-        self.head_room = self.limits.max_header_bytes
-        if self._fast_body is not None:
-            self._fast_request()
-            return
-        cycle = self.cycle
-        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
-            return
-        cycle.more_body = False
-        cycle.message_event.set()
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
