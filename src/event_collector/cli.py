@@ -155,7 +155,8 @@ def _serve(settings: Settings) -> int:
 
     import uvicorn
 
-    from .api.protocol import CollectorHttpProtocol, ConnectionLimits, connection_cap
+    from .api.connection_limits import ConnectionLimits, connection_cap
+    from .api.protocol import CollectorHttpProtocol
     from .metrics import MULTIPROCESS_DIR_VARIABLE
     from .pending import open_store
 

@@ -2,22 +2,17 @@ import asyncio
 
 import pytest
 
+from event_collector.api.body import read_body
 from event_collector.api.deadlines import BodyReadDeadlines
 
 
-async def read(deadlines: BodyReadDeadlines, arrives: asyncio.Event) -> str:
-    """The shape of the app's body read: register, wait, turn an expired deadline into TimeoutError."""
-    task = asyncio.current_task()
-    deadlines.start(task)
-    try:
+async def read(deadlines: BodyReadDeadlines, arrives: asyncio.Event) -> bytes:
+    """The app's body read (api/body.py) of a body that comes once `arrives` is set."""
+    async def receive() -> dict:
         await arrives.wait()
-        return "body"
-    except asyncio.CancelledError:
-        if deadlines.expired(task):
-            raise TimeoutError from None
-        raise
-    finally:
-        deadlines.stop(task)
+        return {"type": "http.request", "body": b"body", "more_body": False}
+
+    return await read_body(receive, {}, 1024, deadlines)
 
 
 async def test_a_read_past_its_deadline_times_out_and_others_do_not():
@@ -28,7 +23,7 @@ async def test_a_read_past_its_deadline_times_out_and_others_do_not():
         stalled_read = asyncio.create_task(read(deadlines, stalled))
         prompt_read = asyncio.create_task(read(deadlines, arriving))
         arriving.set()
-        assert await asyncio.wait_for(prompt_read, 5) == "body"
+        assert await asyncio.wait_for(prompt_read, 5) == b"body"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(stalled_read, 5)
         assert not stalled_read.cancelled()

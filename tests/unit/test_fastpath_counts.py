@@ -3,7 +3,7 @@
 import asyncio
 
 from event_collector import metrics
-from event_collector.api import fastpath
+from event_collector.api import answers, fastpath, wire
 from event_collector.collecting import CREATED, PENDING
 
 
@@ -51,17 +51,19 @@ def test_a_loop_closed_before_its_flush_does_not_stop_the_next_from_counting():
 
 
 def test_the_200_answers_are_the_bytes_of_their_encoding_for_the_current_date():
-    created = fastpath._STATUS_ANSWERS[CREATED]
+    created = answers.STATUS_ANSWERS[CREATED]
     first = [(b"date", b"Sat, 28 Nov 2026 12:00:00 GMT"), (b"server", b"uvicorn")]
     second = [(b"date", b"Sat, 28 Nov 2026 12:00:01 GMT"), (b"server", b"uvicorn")]
     for keep_alive in (True, False):
-        assert fastpath.encode(created, first, keep_alive) == fastpath._encode(created, first, keep_alive)
-    assert b"connection: close" in fastpath.encode(created, first, False)
-    assert b"connection: close" not in fastpath.encode(created, first, True)
+        assert wire.encode(created, first, keep_alive) == (wire._encode(created, first, keep_alive), keep_alive)
+    assert b"connection: close" in wire.encode(created, first, False)[0]
+    assert b"connection: close" not in wire.encode(created, first, True)[0]
     # uvicorn replaces its default headers when the second changes: the new Date is written.
-    assert b"12:00:01" in fastpath.encode(created, second, True)
-    assert fastpath.encode(fastpath._STATUS_ANSWERS[PENDING], second, True).endswith(b'{"status":"pending"}')
-    # Any other answer is encoded as it is.
-    refusal = fastpath.answer(401, {"error": "no"})
-    assert fastpath.encode(refusal, second, True).startswith(b"HTTP/1.1 401")
-    assert not fastpath.ends_connection(created) and fastpath.ends_connection(fastpath.INTERNAL_ERROR)
+    assert b"12:00:01" in wire.encode(created, second, True)[0]
+    assert wire.encode(answers.STATUS_ANSWERS[PENDING], second, True)[0].endswith(b'{"status":"pending"}')
+    # Any other answer is encoded as it is; one that says `connection: close` ends the connection.
+    refusal = answers.answer(401, {"error": "no"})
+    assert wire.encode(refusal, second, True) == (wire._encode(refusal, second, True), True)
+    assert wire.encode(refusal, second, True)[0].startswith(b"HTTP/1.1 401")
+    failed, keep_alive = wire.encode(fastpath.INTERNAL_ERROR, second, True)
+    assert not keep_alive and failed.count(b"connection: close") == 1

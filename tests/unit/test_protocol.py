@@ -1,68 +1,15 @@
-"""api/protocol.py on a fake transport: where the head limit falls, byte for byte, and the open-file cap.
+"""api/protocol.py on a fake transport: where the head limit falls, byte for byte, and the open-file cap
+(api/connection_limits.py).
 The same behaviour against a real process and real sockets: tests/security/test_connections.py."""
 
 import asyncio
-import functools
 import logging
+import types
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
-from event_collector.api import protocol
-from event_collector.api.protocol import CollectorHttpProtocol, ConnectionLimits
-
-HEAD_LIMIT = 1024
-LIMITS = ConnectionLimits(max_header_line_bytes=512, max_header_bytes=HEAD_LIMIT, max_headers=10,
-                          header_read_timeout_seconds=10.0, max_connections=100)
-
-
-async def answer_ok(scope, receive, send):
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.closed = self.write_side_shut = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def write_eof(self) -> None:
-        self.write_side_shut = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name, default=None):
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-def connection() -> tuple[CollectorHttpProtocol, FakeTransport]:
-    config = Config(answer_ok, log_config=None, proxy_headers=False)
-    config.load()
-    made = functools.partial(CollectorHttpProtocol, limits=LIMITS)(config=config, server_state=ServerState(),
-                                                                  app_state={})
-    transport = FakeTransport()
-    made.connection_made(transport)
-    return made, transport
+from event_collector.api import connection_limits
+from fake_connection import HEAD_LIMIT, answered, connection
 
 
 def head_of(size: int) -> bytes:
@@ -78,14 +25,6 @@ def head_of(size: int) -> bytes:
     head = start + b"".join(lines) + end
     assert len(head) == size
     return head
-
-
-async def answered(transport: FakeTransport) -> bytes:
-    for _ in range(100):
-        if transport.written:
-            return transport.written
-        await asyncio.sleep(0)
-    return transport.written
 
 
 @pytest.mark.parametrize("chunk_size", [1, 100, HEAD_LIMIT, 4096])
@@ -127,23 +66,23 @@ async def test_a_long_request_line_a_long_header_line_or_too_many_headers_are_re
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit_and_the_cap_lowered_to_fit(monkeypatch, caplog):
     limits = {"now": (256, 4096)}
-    monkeypatch.setattr(protocol.resource, "getrlimit", lambda which: limits["now"])
-    monkeypatch.setattr(protocol.resource, "setrlimit", lambda which, values: limits.update(now=values))
-    with caplog.at_level(logging.WARNING, logger=protocol.__name__):
-        assert protocol.connection_cap(10_000) == 4096 - protocol.FILE_DESCRIPTOR_RESERVE
+    monkeypatch.setattr(connection_limits.resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(connection_limits.resource, "setrlimit", lambda which, values: limits.update(now=values))
+    with caplog.at_level(logging.WARNING, logger=connection_limits.__name__):
+        assert connection_limits.connection_cap(10_000) == 4096 - connection_limits.FILE_DESCRIPTOR_RESERVE
     assert limits["now"] == (4096, 4096)
     assert "leaves room for 3968 connections, not MAX_CONNECTIONS=10000" in caplog.text
 
     caplog.clear()
     limits["now"] = (1024, 1024)
-    assert protocol.connection_cap(100) == 100
+    assert connection_limits.connection_cap(100) == 100
     assert caplog.text == ""
 
 
 class RecordingFastPath:
     """Stands in for FastIngest: answers 200 at once and records the bodies it was handed."""
 
-    accepting = True
+    collector = types.SimpleNamespace(accepting=True)
     body_read_timeout_seconds = 10.0
 
     def __init__(self) -> None:

@@ -1,11 +1,11 @@
 """The single-event `POST /events` answered inside the HTTP protocol: no task, no ASGI messages.
 
-api/protocol.py decides which requests take it (docs/http.md) and hands over a complete body; this module
-runs the same steps as CollectorApp._ingest (the shared ones are CollectorApp's and app.py's functions) and
-calls back with the whole answer. `Collector.accept` is a coroutine: it is stepped here by hand rather than
-wrapped in a task. In memory mode with room in the buffer it finishes at the first step, so the answer is
-written from within the data callback; in durable mode it waits for the group commit's future, and the next
-step runs from that future's done callback.
+api/fast_dispatch.py decides which requests take it (docs/http.md) and hands over a complete body; this
+module runs them through the same pipeline as the app (api/pipeline.py) and calls back with the whole
+answer. `Collector.accept` is a coroutine: it is stepped here by hand rather than wrapped in a task. In
+memory mode with room in the buffer it finishes at the first step, so the answer is written from within the
+data callback; in durable mode it waits for the group commit's future, and the next step runs from that
+future's done callback.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import logging
 import weakref
 from typing import Any, Callable, Coroutine
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
-from ..exceptions import AuthError, BodyTooLarge, InvalidEvent, StoreError
-from ..collecting import CREATED, PENDING
 from .. import metrics
-from .app import Answer, CollectorApp, answer, copied_headers, refusal_answer, store_failed_answer
-from .app import _refused as refused  # noqa: F401 - the app's count of a refused request, for the protocol
-from .batch import DecodedBatch
-from .validation import decode_event
+from ..collecting import CREATED
+from ..exceptions import StoreError
+from .answers import Answer, store_failed_answer
+from .app import CollectorApp
+from .routes import EVENTS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +28,8 @@ log = logging.getLogger(__name__)
 MAX_FAST_BODY_BYTES = 64 * 1024
 
 # uvicorn's answer to an app that failed: the same bytes here.
-INTERNAL_ERROR: Answer = (500, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"),
-                                 (b"connection", b"close")], b"Internal Server Error")
-_STATUS_ANSWERS = {status: answer(200, {"status": status}) for status in (CREATED, PENDING)}
+INTERNAL_ERROR = Answer(500, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21"),
+                              (b"connection", b"close")], b"Internal Server Error")
 
 Done = Callable[[Answer], None]
 
@@ -61,7 +57,7 @@ class Tally:
             loop.call_soon(self.flush)
 
     def kept(self, status: str) -> None:
-        """One event kept, counted as the app's count_kept counts it; its answer schedules the flush."""
+        """One event kept, counted as answers.count_kept counts it; its answer schedules the flush."""
         if status == CREATED:
             self.created += 1
         else:
@@ -90,9 +86,9 @@ class FastIngest:
     _of: "weakref.WeakKeyDictionary[CollectorApp, FastIngest]" = weakref.WeakKeyDictionary()
 
     def __init__(self, app: CollectorApp) -> None:
-        self.app = app
+        self.pipeline = app.pipeline
+        self.route = app.routes[EVENTS_PATH]
         self.collector = app.collector
-        self.max_body_bytes = app.settings.max_body_bytes
         self.body_read_timeout_seconds = app.settings.body_read_timeout_seconds
 
     @classmethod
@@ -107,41 +103,29 @@ class FastIngest:
             fast = cls._of[app] = cls(app)
         return fast
 
-    @property
-    def accepting(self) -> bool:
-        return self.collector.accepting
-
     def handle(self, headers: list[tuple[bytes, bytes]], peer: Any, body: bytes, done: Done) -> None:
         """Answer one event through `done`: called before this returns unless the collector must wait."""
-        app = self.app
-        header_map = dict(headers)
-        try:
-            user_id = app.verifier.user_id(header_map.get(b"authorization"))
-            copied = copied_headers(header_map)
-            if len(body) > self.max_body_bytes:
-                raise BodyTooLarge(f"body exceeds MAX_BODY_BYTES ({self.max_body_bytes} bytes)")
-            event = decode_event(body)
-        except (AuthError, InvalidEvent) as exc:
-            done(refusal_answer(exc))
+        pipeline = self.pipeline
+        request = pipeline.admit(self.route, {"client": peer, "headers": headers})
+        if isinstance(request, Answer):
+            done(request)
             return
-        if app.rate_limiter is not None:
-            _, _, refusal = app.limit_rate(user_id, DecodedBatch(events=[event], positions=[0]))
-            if refusal is not None:
-                done(refusal)
-                return
-        envelopes = app.envelopes({"client": peer, "headers": headers}, user_id, copied, [event])
+        refusal = pipeline.prepare(request, body)
+        if refusal is not None:
+            done(refusal)
+            return
 
         def kept(status: Any, exc: BaseException | None) -> None:
             if exc is None:
                 TALLY.kept(status)
-                done(_STATUS_ANSWERS[status])
+                done(request.route.answer(request, status))
             elif isinstance(exc, StoreError):
-                done(store_failed_answer(envelopes, exc))
+                done(store_failed_answer(request.envelopes, exc))
             else:
                 log.error("the fast path failed on an event", exc_info=exc)
                 done(INTERNAL_ERROR)
 
-        step(self.collector.accept(envelopes), kept)
+        step(self.collector.accept(request.envelopes), kept)
 
 
 def step(coroutine: Coroutine, finished: Callable[[Any, BaseException | None], None]) -> None:
@@ -162,53 +146,3 @@ def step(coroutine: Coroutine, finished: Callable[[Any, BaseException | None], N
         # What a task does with an awaited future: take the "blocking" mark, resume once it is done.
         awaited._asyncio_future_blocking = False
         awaited.add_done_callback(lambda _: step(coroutine, finished))
-
-
-class _EncodedStatusAnswers:
-    """The bytes of the two 200 answers, made once per set of default headers: uvicorn replaces that list
-    when its Date changes, once a second, so between two changes every answer of a kind is the same bytes."""
-
-    def __init__(self) -> None:
-        self._default_headers: list[tuple[bytes, bytes]] | None = None
-        self._bytes: dict[tuple[int, bool], bytes] = {}
-
-    def get(self, whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-        if default_headers is not self._default_headers:
-            self._default_headers = default_headers
-            self._bytes = {}
-        # By identity: only the module's own constant answers are ever looked up here.
-        key = (id(whole), keep_alive)
-        encoded = self._bytes.get(key)
-        if encoded is None:
-            encoded = self._bytes[key] = _encode(whole, default_headers, keep_alive)
-        return encoded
-
-
-_STATUS_ANSWER_IDS = frozenset(id(whole) for whole in _STATUS_ANSWERS.values())
-_encoded_status_answers = _EncodedStatusAnswers()
-
-
-def encode(whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-    """The answer's bytes as uvicorn writes them: status line, default headers (date, server), the answer's
-    headers, `connection: close` when the connection ends."""
-    if id(whole) in _STATUS_ANSWER_IDS:
-        return _encoded_status_answers.get(whole, default_headers, keep_alive)
-    return _encode(whole, default_headers, keep_alive)
-
-
-def _encode(whole: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-    status, headers, body = whole
-    parts = [STATUS_LINE[status]]
-    closing = False
-    for name, value in (*default_headers, *headers):
-        parts += (name, b": ", value, b"\r\n")
-        closing = closing or (name == b"connection" and value == b"close")
-    if not keep_alive and not closing:
-        parts.append(b"connection: close\r\n")
-    parts += (b"\r\n", body)
-    return b"".join(parts)
-
-
-def ends_connection(whole: Answer) -> bool:
-    return id(whole) not in _STATUS_ANSWER_IDS and any(name == b"connection" and value == b"close" for name, value in whole[1])
-
