@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -24,6 +25,8 @@ _encode = msgspec.json.Encoder().encode
 _NO_CLIENT = ClientFields()
 # PENDING_RETENTION_DAYS' default: an event time older than the store keeps events is implausible.
 _DEFAULT_MAX_EVENT_AGE_SECONDS = 7 * 86400.0
+# Fields taken out of a tracking message's context are keywords: as long as the JWT API's event strings.
+_MAX_COPIED_CHARS = 1024
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -40,8 +43,8 @@ class Envelope(msgspec.Struct, gc=False):
 
 
 class _EventInfo(msgspec.Struct):
-    page: str
-    event: str
+    page: str | None
+    event: str | None
     label: str | None
     target: str | None
     section: str | None
@@ -51,7 +54,7 @@ class _EventInfo(msgspec.Struct):
 class _Document(msgspec.Struct):
     # Field order is the document's key order.
     log_id: str
-    user_id: str
+    user_id: str | None
     device_uuid: str | None
     app_version: str | None
     os_version: str | None
@@ -68,11 +71,27 @@ class _Document(msgspec.Struct):
     user_agent_info: UserAgentInfo | None
 
 
-def index_name(environment: str, epoch_seconds: float) -> str:
-    # From a time that is the same on every resend of the event (EventTime.index_time), never the flush
-    # time, so a retry targets the same index.
+class _TrackedDocument(_Document):
+    """A message of the tracking API (api/tracking.py): the same document, and what Segment's spec adds."""
+
+    type: str
+    anonymous_id: str | None
+    source: str
+    group_id: str | None
+    previous_id: str | None
+    traits: dict[str, Any] | None
+    context: dict[str, Any] | None
+    integrations: dict[str, Any] | None
+    # True when the message came without a messageId: a resend of it may make a second document.
+    message_id_generated: bool
+
+
+def index_name(environment: str, epoch_seconds: float, prefix: str = "events") -> str:
+    """`{prefix}_{environment}_{YYYY}-{M}`: the prefix is `events`, or a source's (sources.py). From a time
+    that is the same on every resend of the event (EventTime.index_time), never the flush time, so a retry
+    targets the same index."""
     kst = time.gmtime(epoch_seconds + _KST_OFFSET_SECONDS)
-    return f"events_{environment}_{kst.tm_year}-{kst.tm_mon}"
+    return f"{prefix}_{environment}_{kst.tm_year}-{kst.tm_mon}"
 
 
 def format_timestamp(epoch_seconds: float) -> str:
@@ -89,10 +108,10 @@ def _second_of(epoch_second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
-@functools.lru_cache(maxsize=64)
-def _index_of_hour(environment: str, epoch_hour: int) -> str:
+@functools.lru_cache(maxsize=256)
+def _index_of_hour(environment: str, epoch_hour: int, prefix: str = "events") -> str:
     # UTC+9 is a whole number of hours away from UTC, so a month starts on the hour: one name per hour.
-    return index_name(environment, epoch_hour * 3600)
+    return index_name(environment, epoch_hour * 3600, prefix)
 
 
 def build_envelope(
@@ -137,3 +156,75 @@ def build_envelope(
         received_at=received_at,
         user_id=user_id,
     )
+
+
+def build_tracked_envelope(
+    environment: str,
+    source: Any,
+    message: Any,
+    sent_at: Any,
+    received_at: float,
+    client: ClientFields,
+    max_event_age_seconds: float,
+    user_agent: str | None,
+) -> Envelope:
+    """`message` is a checked `api.tracking.Message` of `source` (sources.Source); `sent_at` the batch's when the
+    message has none. Its time follows Segment's rule, the event time being `received_at − (sentAt −
+    (originalTimestamp or timestamp))`, clamped as the JWT API's is (enrich/client_time.py)."""
+    device_time = message.originalTimestamp if message.originalTimestamp is not None else message.timestamp
+    sent = message.sentAt if message.sentAt is not None else sent_at
+    received = format_timestamp(received_at)
+    if device_time is None:
+        happened, clamped, index_time = received, False, received_at
+    else:
+        times = event_time(device_time, sent, received_at, max_event_age_seconds)
+        happened, clamped, index_time = format_timestamp(times.event_time), times.clamped, times.index_time
+    context = message.context or {}
+    page = message.name if message.type in ("page", "screen") else _path(context.get("page"))
+    log_id, generated = message.messageId, message.messageId is None
+    if log_id is None:
+        log_id = uuid.uuid4().hex
+    document = _TrackedDocument(
+        log_id,
+        message.userId,
+        _text(context.get("device"), "id"),
+        _text(context.get("app"), "version"),
+        _text(context.get("os"), "version"),
+        user_agent,
+        _EventInfo(page, message.event, None, None, message.category, message.properties),
+        received,
+        happened,
+        clamped,
+        None if device_time is None else written(device_time),
+        None if sent is None else written(sent),
+        client.client_ip,
+        client.geo,
+        client.user_agent_info,
+        message.type,
+        message.anonymousId,
+        source.name,
+        message.groupId,
+        message.previousId,
+        message.traits,
+        message.context,
+        message.integrations,
+        generated,
+    )
+    return Envelope(
+        index=_index_of_hour(environment, int(index_time // 3600), source.prefix),
+        log_id=log_id,
+        document=_encode(document),
+        received_at=received_at,
+        user_id=message.userId or message.anonymousId or "",
+    )
+
+
+def _text(part: Any, key: str) -> str | None:
+    """context.device.id and the like: a string, or nothing (the spec does not type them; a keyword cannot
+    hold an object)."""
+    value = part.get(key) if isinstance(part, dict) else None
+    return value if isinstance(value, str) and len(value) <= _MAX_COPIED_CHARS else None
+
+
+def _path(page: Any) -> str | None:
+    return _text(page, "path")

@@ -153,6 +153,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_jwks_file: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
+    # The tracking API's sources and their write keys (sources.py, README "The tracking API"); empty: none.
+    sources_file: str = ""
     # Web pages of these origins may send events (api/cors.py); empty: CORS is off.
     cors_allowed_origins: _Origins = ""
     # uvicorn's access log, with query strings (a beacon's token) redacted (logs.QueryRedactingFilter).
@@ -264,8 +266,9 @@ def _explain(message: str, raw: Mapping[str, str]) -> str:
 def require_jwt_secret(settings: Settings) -> None:
     # The original accepted tokens signed with an empty key; we refuse to start instead. Public keys alone
     # (JWT_JWKS_FILE) are enough to serve; api/keys.py checks what each variable holds.
-    if not settings.jwt_secret and not settings.jwt_jwks_file:
-        raise ConfigError("JWT_SECRET is empty or missing: set it in the environment or in .env")
+    if not settings.jwt_secret and not settings.jwt_jwks_file and not settings.sources_file:
+        raise ConfigError("JWT_SECRET is empty or missing: set it in the environment or in .env (or serve the "
+                          "tracking API alone with SOURCES_FILE)")
 
 
 def parse_trusted_proxies(text: str) -> tuple[Network, ...]:

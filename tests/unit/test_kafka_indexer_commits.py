@@ -86,7 +86,7 @@ class FakeOpenSearch:
 
 
 class FakeTemplate:
-    async def ensure(self) -> None:
+    async def ensure(self, indices=()) -> None:
         pass
 
 

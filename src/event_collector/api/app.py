@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 from .. import metrics
@@ -17,6 +18,7 @@ from ..collecting import CREATED
 from ..exceptions import InvalidEvent, StoreError
 from ..modes import AnyCollector, open_collector
 from ..settings import Settings
+from ..sources import Sources
 from . import probes
 from .answers import (Answer, Send, answer, count_kept, late_body_answer, plain_answer, refusal_answer, refused,
                       send_answer, store_failed_answer, unavailable_answer)
@@ -27,22 +29,29 @@ from .deadlines import BodyReadDeadlines
 from .keys import KeyRing
 from .pipeline import IngestPipeline, Route
 from .routes import ingest_routes
+from .tracking_routes import tracking_routes
 
 log = logging.getLogger(__name__)
 
 # Routes that only read, answering GET and HEAD.
 _READ_ROUTES = frozenset({b"/ping", b"/metrics", b"/livez", b"/readyz"})
+# How often SOURCES_FILE is looked at for a change.
+SOURCES_CHECK_SECONDS = 1.0
 
 
 class CollectorApp:
     def __init__(self, settings: Settings, collector: AnyCollector | None = None) -> None:
         self.settings = settings
         self.collector = collector or open_collector(settings)
-        self.routes = ingest_routes(settings, TokenVerifier(KeyRing.from_settings(settings)))
+        self.sources = Sources(settings.sources_file, settings.server_environment)
+        # Without JWT_SECRET nor JWT_JWKS_FILE (a collector of sources alone) the JWT API answers 401.
+        self.routes = tracking_routes(self.sources)
+        self.routes |= ingest_routes(settings, TokenVerifier(KeyRing.from_settings(settings)))
         self.pipeline = IngestPipeline(settings)
         self.cors = CorsPolicy.from_setting(settings.cors_allowed_origins)
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
         self._sweeper: asyncio.Task | None = None
+        self._sources_watch: asyncio.Task | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -62,11 +71,17 @@ class CollectorApp:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 self._sweeper = asyncio.create_task(self.deadlines.sweep(), name="body-deadlines")
+                self._sources_watch = asyncio.create_task(self._watch_sources(), name="sources-watch")
+                if self.settings.server_workers == 1 and self.settings.sources_file:
+                    # With several workers uvicorn's supervisor takes SIGHUP (it restarts them); each reads
+                    # the file again within SOURCES_CHECK_SECONDS of its change anyway.
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.sources.reload)
                 self.collector.watch_stop_signals()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._sweeper is not None:
-                    self._sweeper.cancel()
+                for task in (self._sweeper, self._sources_watch):
+                    if task is not None:
+                        task.cancel()
                 await self.collector.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -98,6 +113,13 @@ class CollectorApp:
                 await send_answer(send, self._read(path))
         else:
             await send_answer(send, answer(404, {"error": f"no route for {method} {scope['path']}"}))
+
+    async def _watch_sources(self) -> None:
+        """SOURCES_FILE read again when it changed: keys added or removed take effect without a restart."""
+        while self.settings.sources_file:
+            await asyncio.sleep(SOURCES_CHECK_SECONDS)
+            if self.sources.changed():
+                self.sources.reload()
 
     def _read(self, path: bytes) -> Answer:
         if path == b"/ping":

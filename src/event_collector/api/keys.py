@@ -49,7 +49,8 @@ class KeyRing:
         """The keys of JWT_SECRET and JWT_JWKS_FILE, or ConfigError naming the variable at fault."""
         secret, secrets_by_kid = parse_secret(settings.jwt_secret)
         public_keys = load_jwks(settings.jwt_jwks_file) if settings.jwt_jwks_file else {}
-        if secret is None and not secrets_by_kid and not public_keys:
+        # A collector of SOURCES_FILE alone serves the tracking API; its JWT API then refuses every token.
+        if secret is None and not secrets_by_kid and not public_keys and not settings.sources_file:
             raise ConfigError("JWT_SECRET is empty or missing (and no JWT_JWKS_FILE is set): "
                               "set it in the environment or in .env")
         return cls(secret, secrets_by_kid, public_keys, settings.jwt_issuer or None, settings.jwt_audience or None)

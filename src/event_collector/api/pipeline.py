@@ -65,13 +65,18 @@ class Route:
     answer: Callable[[IngestRequest, str], Answer]
     # Refuses by the head alone what the route cannot take, before its body is read (a beacon's form body).
     check_head: Callable[[dict[bytes, bytes]], None] | None = None
+    # The documents of the decoded events, when they are not the JWT API's (the tracking API's messages).
+    build: Callable[[IngestPipeline, IngestRequest, float], list] | None = None
+    # The answer to a request refused for its credentials or its content.
+    refuse: Callable[[AuthError | InvalidEvent], Answer] = refusal_answer
 
 
 class IngestRequest:
     """One ingest request, filled in by the steps: `user_id` and `copied` by the credentials', `events` by
     the decoder, `envelopes` by the last step of `prepare`."""
 
-    __slots__ = ("route", "scope", "headers", "user_id", "copied", "events", "batch", "retry_after", "envelopes")
+    __slots__ = ("route", "scope", "headers", "user_id", "copied", "events", "batch", "retry_after", "envelopes",
+                 "source")
 
     user_id: str
     copied: dict[str, str | None]
@@ -86,6 +91,8 @@ class IngestRequest:
         self.batch: DecodedBatch | None = None
         # When a batch was kept in part for the sender's rate limit: when to send the rest again.
         self.retry_after: bytes | None = None
+        # The tracking API's sender (sources.Source), named by its write key.
+        self.source: Any = None
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -101,6 +108,7 @@ class IngestPipeline:
         self.clock = collector_clock(settings.test_clock_offset_seconds)
         self.environment = settings.server_environment
         self.max_event_age_seconds = settings.pending_retention_days * 86400
+        self._source_limiters: dict[str, UserRateLimiter] = {}
 
     def admit(self, route: Route, scope: dict[str, Any]) -> IngestRequest | Answer:
         """The steps of the head alone: the route's check of it, and the credentials when they are in it."""
@@ -112,7 +120,7 @@ class IngestPipeline:
                 request.user_id = route.credentials.user_id(request, b"")
                 request.copied = copied_headers(request.headers)
         except (AuthError, InvalidEvent) as exc:
-            return refusal_answer(exc)
+            return route.refuse(exc)
         return request
 
     def prepare(self, request: IngestRequest, body: bytes) -> Answer | None:
@@ -130,11 +138,15 @@ class IngestPipeline:
                 request.user_id = route.credentials.user_id(request, body)
                 request.copied = copied_headers(request.headers)
         except (AuthError, InvalidEvent) as exc:
-            return refusal_answer(exc)
-        if self.rate_limiter is not None and request.events:
-            refusal = self._limit_rate(request)
+            return route.refuse(exc)
+        limiter = self.rate_limiter if request.source is None else self._source_limiter(request.source)
+        if limiter is not None and request.events:
+            refusal = self._limit_rate(request, limiter)
             if refusal is not None:
                 return refusal
+        if route.build is not None:
+            request.envelopes = route.build(self, request, self.clock())
+            return None
         # The events' documents, received now from this client. A loop, not a comprehension: on Python 3.11 a
         # comprehension is a function made and called each time, which costs a fifth of the usual request's
         # one envelope.
@@ -147,16 +159,25 @@ class IngestPipeline:
                                             self.max_event_age_seconds))
         return None
 
-    def _limit_rate(self, request: IngestRequest) -> Answer | None:
+    def _source_limiter(self, source: Any) -> UserRateLimiter | None:
+        """A source's own rate (sources.py), one bucket for all its senders; kept across reloads of the file
+        while the rate stays the same."""
+        if not source.rate_limit:
+            return None
+        limiter = self._source_limiters.get(source.name)
+        if limiter is None or limiter.events_per_second != source.rate_limit:
+            limiter = self._source_limiters[source.name] = UserRateLimiter(source.rate_limit, 0)
+        return limiter
+
+    def _limit_rate(self, request: IngestRequest, limiter: UserRateLimiter) -> Answer | None:
         """Keep the events the sender's rate allows; a 429 when it allows none. A batch kept in part has the
         others rejected by position, and its answer says when to send them again."""
-        assert self.rate_limiter is not None
         events = request.events
-        granted = self.rate_limiter.take(request.user_id, len(events))
+        granted = limiter.take(request.user_id, len(events))
         if granted == len(events):
             return None
         metrics.received_rate_limited.inc(len(events) - granted)
-        retry_after = str(self.rate_limiter.retry_after_seconds(request.user_id)).encode()
+        retry_after = str(limiter.retry_after_seconds(request.user_id)).encode()
         if granted == 0:
             return rate_limited_answer(retry_after)
         batch = request.batch  # kept in part: more than one event, so the decoder recorded a batch
@@ -167,6 +188,7 @@ class IngestPipeline:
         request.events = events[:granted]
         request.retry_after = retry_after
         return None
+
 
 def copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}

@@ -48,7 +48,7 @@ _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHAR
 _Optional = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)] | None
 # A time on the device's clock: RFC 3339 with its offset (a time without one is ambiguous), or epoch
 # milliseconds from 1970 on. msgspec parses both and names the field when neither fits.
-_ClientTime = (Annotated[datetime, msgspec.Meta(tz=True)] | Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MILLIS)]
+ClientTime = (Annotated[datetime, msgspec.Meta(tz=True)] | Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MILLIS)]
                | None)
 
 
@@ -63,8 +63,8 @@ class EventBody(msgspec.Struct):
     # Free-form; values inside it are not bound by MAX_STRING_CHARS but by what flat_object can index.
     param: dict[str, Any] | None = None
     # When the event happened and when the request was sent, by the device's clock (enrich/client_time.py).
-    timestamp: _ClientTime = None
-    sent_at: _ClientTime = None
+    timestamp: ClientTime = None
+    sent_at: ClientTime = None
 
 
 _decode_event = msgspec.json.Decoder(EventBody).decode
@@ -107,16 +107,16 @@ def decode_event(body: bytes) -> EventBody:
     if len(event.log_id) * 4 > MAX_LOG_ID_BYTES and len(event.log_id.encode()) > MAX_LOG_ID_BYTES:
         raise InvalidEvent(f"log_id is longer than {MAX_LOG_ID_BYTES} bytes in UTF-8", "log_id")
     if event.param is not None:
-        _check_param(event.param, body)
+        check_free_form(event.param, body)
     if event.timestamp is not None or event.sent_at is not None:
-        _check_offsets(event)
+        check_offsets(event)
     return event
 
 
-def _check_offsets(event: EventBody) -> None:
+def check_offsets(event: Any, fields: tuple[str, ...] = _CLIENT_TIMES) -> None:
     """RFC 3339 allows offsets up to ±23:59; OpenSearch (Java's ZoneOffset) reads up to ±18:00, and the
     document keeps the offset the device wrote."""
-    for field in _CLIENT_TIMES:
+    for field in fields:
         value = getattr(event, field)
         if type(value) is datetime and abs(value.utcoffset()) > MAX_UTC_OFFSET:
             raise InvalidEvent(f"{field} has a UTC offset beyond ±18:00, which no time zone has and OpenSearch "
@@ -128,14 +128,15 @@ def _field_of(message: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _check_param(param: dict[str, Any], body: bytes) -> None:
-    """Most bodies are too small to break a limit: each walk of `param` runs only when a cheap test of the
-    body says it could find something."""
+def check_free_form(param: dict[str, Any], body: bytes, name: str = "param") -> None:
+    """A free-form object indexed as a flat_object (`param`; the tracking API's `properties`, `traits`,
+    `context`): held to `param`'s limits. Most bodies are too small to break a limit: each walk runs only
+    when a cheap test of the body says it could find something."""
     # Nesting deeper than the limit needs more brackets than the limit.
     if body.count(b"{") + body.count(b"[") > MAX_PARAM_DEPTH and _depth(param) > MAX_PARAM_DEPTH:
-        raise _param_too_deep()
+        raise _param_too_deep(name)
     if len(body) >= _TERMS_FIT_BELOW_BYTES or _may_hold_a_long_number(body):
-        _check_leaves(param)
+        _check_leaves(param, name)
 
 
 def _may_hold_a_long_number(body: bytes) -> bool:
@@ -144,8 +145,8 @@ def _may_hold_a_long_number(body: bytes) -> bool:
             and _LONG_DIGIT_RUN in body.translate(_DIGITS_AS_ZERO))
 
 
-def _param_too_deep() -> InvalidEvent:
-    return InvalidEvent(f"param is nested deeper than {MAX_PARAM_DEPTH} levels", "param")
+def _param_too_deep(name: str = "param") -> InvalidEvent:
+    return InvalidEvent(f"{name} is nested deeper than {MAX_PARAM_DEPTH} levels", name)
 
 
 def _depth(value: Any) -> int:
@@ -165,19 +166,19 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _check_leaves(param: dict[str, Any]) -> None:
+def _check_leaves(param: dict[str, Any], name: str) -> None:
     """Refuse a leaf flat_object could not index: its key path and value too long together, or a number
     too long."""
     try:
         _check_node(param, -1)
     except _Unindexable as problem:
-        path = _spell(reversed(problem.steps))
+        path = _spell(name, reversed(problem.steps))
         if problem.path_and_value_bytes is None:
-            raise InvalidEvent(f"param value at {path} is a number of more than {MAX_PARAM_NUMBER_DIGITS} "
-                               "digits, which OpenSearch refuses", "param") from None
-        raise InvalidEvent(f"param value at {path} cannot be indexed: its key path and value take "
+            raise InvalidEvent(f"{name} value at {path} is a number of more than {MAX_PARAM_NUMBER_DIGITS} "
+                               "digits, which OpenSearch refuses", name) from None
+        raise InvalidEvent(f"{name} value at {path} cannot be indexed: its key path and value take "
                            f"{problem.path_and_value_bytes} bytes in UTF-8, more than the "
-                           f"{MAX_PARAM_PATH_AND_VALUE_BYTES} OpenSearch indexes as one term", "param") from None
+                           f"{MAX_PARAM_PATH_AND_VALUE_BYTES} OpenSearch indexes as one term", name) from None
 
 
 class _Unindexable(Exception):
@@ -224,9 +225,9 @@ def _check_node(node: Any, path_bytes: int) -> None:
                 raise _Unindexable(total)
 
 
-def _spell(steps: Any) -> str:
+def _spell(name: str, steps: Any) -> str:
     """Keys and array indices as a path a reader can follow: param.key.other[2], long keys cut."""
-    spelt = ["param"]
+    spelt = [name]
     for step in steps:
         if isinstance(step, int):
             spelt.append(f"[{step}]")

@@ -109,7 +109,7 @@ class Indexer:
             envelopes = [batch.waiting[p] for p in positions]
             await self._permit()
             try:
-                await self._template.ensure()
+                await self._template.ensure(envelope.index for envelope in envelopes)
                 status, body = await self._client.bulk(bulk_body(envelopes))
             except OpenSearchUnavailable as exc:
                 metrics.bulk_requests.labels("unreachable").inc()

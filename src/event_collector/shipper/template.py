@@ -1,10 +1,17 @@
-"""The index template that maps every field of the collector's documents."""
+"""The index templates that map every field of the collector's documents.
+
+A family of indices is `{prefix}_{SERVER_ENVIRONMENT}`, its indices `{family}_{YYYY}-{M}`: `events_{environment}`
+for the JWT API, `events_{source}_{environment}` (or the source's own prefix) for each source of the tracking
+API (sources.py). Each family has a template of its own, of the same mappings, named after it and installed
+before the first bulk request that writes into it: the shipper learns the families from the indices it
+writes, so a source added at run time (or in an indexer that never reads SOURCES_FILE) gets its template.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import msgspec
 
@@ -18,7 +25,7 @@ _KEYWORD = {"type": "keyword"}
 _DATE = {"type": "date"}
 # Bumped with every change of the mappings, so an operator can tell which one a cluster holds
 # (GET _index_template/events_<environment>).
-TEMPLATE_VERSION = 2
+TEMPLATE_VERSION = 3
 
 
 def _keywords(*names: str) -> dict[str, Any]:
@@ -36,16 +43,35 @@ ADDED_FIELDS: dict[str, Any] = {
     "geo": _keywords("country_iso_code", "country_name", "region_iso_code", "region_name", "city_name"),
     "user_agent_info": _keywords("browser_family", "browser_version", "os_family", "os_version", "device_family",
                                  "device_brand", "device_model"),
+    # The tracking API's (version 3): README, "The tracking API's fields".
+    "type": _KEYWORD,
+    "anonymous_id": _KEYWORD,
+    "source": _KEYWORD,
+    "group_id": _KEYWORD,
+    "previous_id": _KEYWORD,
+    "traits": {"type": "flat_object"},
+    "context": {"type": "flat_object"},
+    "integrations": {"type": "flat_object"},
+    "message_id_generated": {"type": "boolean"},
 }
 
 
-def template_name(environment: str) -> str:
-    return f"events_{environment}"
+def template_name(environment: str, prefix: str = "events") -> str:
+    return f"{prefix}_{environment}"
 
 
-def index_template(environment: str) -> dict[str, Any]:
+def family_of(index: str) -> str:
+    """The family an index belongs to: its name without the month."""
+    return index.rpartition("_")[0]
+
+
+def index_template(environment: str, prefix: str = "events") -> dict[str, Any]:
+    return _family_template(template_name(environment, prefix))
+
+
+def _family_template(family: str) -> dict[str, Any]:
     return {
-        "index_patterns": [f"events_{environment}_*"],
+        "index_patterns": [f"{family}_*"],
         "version": TEMPLATE_VERSION,
         "template": {
             "mappings": {
@@ -75,15 +101,13 @@ def index_template(environment: str) -> dict[str, Any]:
     }
 
 
-async def install_template(client: OpenSearchClient, environment: str) -> tuple[int, Any]:
-    body = msgspec.json.encode(index_template(environment))
-    return await client.request("PUT", f"/_index_template/{template_name(environment)}", body)
+async def install_template(client: OpenSearchClient, family: str) -> tuple[int, Any]:
+    return await client.request("PUT", f"/_index_template/{family}", msgspec.json.encode(_family_template(family)))
 
 
-async def add_new_fields(client: OpenSearchClient, environment: str) -> tuple[int, Any]:
+async def add_new_fields(client: OpenSearchClient, family: str) -> tuple[int, Any]:
     body = msgspec.json.encode({"properties": ADDED_FIELDS})
-    return await client.request(
-        "PUT", f"/events_{environment}_*/_mapping?allow_no_indices=true&ignore_unavailable=true", body)
+    return await client.request("PUT", f"/{family}_*/_mapping?allow_no_indices=true&ignore_unavailable=true", body)
 
 
 class TemplateGuard:
@@ -97,45 +121,51 @@ class TemplateGuard:
 
     def __init__(self, client: OpenSearchClient, environment: str) -> None:
         self._client = client
-        self._environment = environment
-        self._settled = False
+        # The JWT API's family, installed at start-up; the others when their first index is written.
+        self._default = template_name(environment)
+        self._settled: set[str] = set()
+        self._settled_indices: set[str] = set()
         self._lock = asyncio.Lock()
 
-    async def ensure(self) -> None:
-        """Raises OpenSearchUnavailable while OpenSearch cannot be reached."""
-        if self._settled:
+    async def ensure(self, indices: Iterable[str] = ()) -> None:
+        """The templates of the default family and of these indices' families are in place; raises
+        OpenSearchUnavailable while OpenSearch cannot be reached."""
+        indices = set(indices) - self._settled_indices  # a batch writes into one or two indices, of a month
+        families = {family_of(index) for index in indices}
+        if self._default in self._settled and not families:
             return
         async with self._lock:
-            if self._settled:
-                return
-            status, body = await install_template(self._client, self._environment)
-            if 200 <= status < 300:
-                log.info("index template %s installed", template_name(self._environment))
-                await self._add_new_fields()
-                self._settled = True
-            elif (reason := pause_reason(status, body)) is not None:
-                # Overloaded, down or misconfigured (401, 403, 404, a proxy's refusal): shipping now would
-                # create indices without the mapping, so delivery waits for the template.
-                raise OpenSearchUnavailable(f"installing the index template: {reason}")
-            else:
-                log.error("OpenSearch refused index template %s (%s): %s",
-                          template_name(self._environment), status, body)
-                self._settled = True
+            for family in sorted({self._default, *families} - self._settled):
+                await self._install(family)
+        self._settled_indices.update(indices)
 
-    async def _add_new_fields(self) -> None:
+    async def _install(self, family: str) -> None:
+        status, body = await install_template(self._client, family)
+        if 200 <= status < 300:
+            log.info("index template %s installed", family)
+            await self._add_new_fields(family)
+        elif (reason := pause_reason(status, body)) is not None:
+            # Overloaded, down or misconfigured (401, 403, 404, a proxy's refusal): shipping now would
+            # create indices without the mapping, so delivery waits for the template.
+            raise OpenSearchUnavailable(f"installing the index template: {reason}")
+        else:
+            log.error("OpenSearch refused index template %s (%s): %s", family, status, body)
+        self._settled.add(family)
+
+    async def _add_new_fields(self, family: str) -> None:
         """A template shapes only the indices created after it: an index of this month, created before an
         upgrade, gets the added fields' mappings here rather than mappings guessed from the first values."""
-        status, body = await add_new_fields(self._client, self._environment)
+        status, body = await add_new_fields(self._client, family)
         if (reason := pause_reason(status, body)) is not None:
             raise OpenSearchUnavailable(f"adding new fields to existing indices: {reason}")
         if not 200 <= status < 300:
             log.error("OpenSearch refused the new fields' mappings on existing indices %s (%s): %s",
-                      f"events_{self._environment}_*", status, body)
+                      f"{family}_*", status, body)
 
     async def install_in_background(self, max_retry_seconds: float = 30.0) -> None:
         """At start-up: keep trying until OpenSearch answers, so the template is there early."""
         retry_seconds = 1.0
-        while not self._settled:
+        while self._default not in self._settled:
             try:
                 await self.ensure()
             except OpenSearchUnavailable as exc:

@@ -44,7 +44,7 @@ class Shipper:
 
     async def ship(self, batch: list[Envelope]) -> Attempt:
         try:
-            await self._template.ensure()
+            await self._template.ensure(envelope.index for envelope in batch)
             body_bytes = bulk_body(batch)
             started = time.perf_counter()
             status, body = await self._client.bulk(body_bytes)
