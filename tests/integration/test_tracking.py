@@ -144,3 +144,31 @@ def test_a_key_removed_from_the_file_is_refused_once_it_is_read_again_and_a_bad_
     path.write_text("sources: [{name: Web}]")
     wait_until(lambda: "stay in force" in tracking.log(), timeout=10, message="the bad file refused")
     assert tracking.http.post("/v1/track", json=message(), headers=basic(OTHER_KEY)).status_code == 200
+
+
+def test_a_browser_of_an_allowed_origin_passes_the_preflight_and_reads_retry_after(tracking):
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,x-retry-count"}
+    allowed = tracking.http.options("/v1/t", headers=preflight)
+    assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == ORIGIN
+    assert "x-retry-count" in allowed.headers["access-control-allow-headers"]
+    assert tracking.http.options("/v1/t", headers={**preflight, "Origin": "https://evil.example"}).status_code == 403
+    answered = tracking.http.post("/v1/t", json=message(), headers={**basic(KEY), "Origin": ORIGIN})
+    assert answered.headers["access-control-allow-origin"] == ORIGIN
+    assert "retry-after" in answered.headers["access-control-expose-headers"]
+
+
+def test_a_message_without_a_message_id_gets_one_and_is_flagged(tracking, opensearch):
+    one = message(userId="u-no-id", event="No Id")
+    del one["messageId"]
+    assert tracking.http.post("/v1/track", json=one, headers=basic(KEY)).status_code == 200
+    [hit] = wait_until(lambda: opensearch.search(source_environment(tracking), {"term": {"user_id": "u-no-id"}}),
+                       timeout=30, message="the message indexed")
+    assert hit["_source"]["message_id_generated"] is True and hit["_id"] == hit["_source"]["log_id"]
+
+
+def test_the_jwt_api_works_beside_the_sources_unchanged(collector_factory, tmp_path, opensearch):
+    both = collector_factory(SOURCES_FILE=str(sources_file(tmp_path)))
+    assert both.post_event({"log_id": "jwt-1", "page": "/", "event": "click"}).status_code == 200
+    assert opensearch.indexed_document(both.environment, "jwt-1").get("type") is None
+    assert both.http.post("/v1/track", json=message(), headers=basic(KEY)).status_code == 200

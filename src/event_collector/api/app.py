@@ -46,6 +46,8 @@ class CollectorApp:
         self.sources = Sources(settings.sources_file, settings.server_environment)
         # Without JWT_SECRET nor JWT_JWKS_FILE (a collector of sources alone) the JWT API answers 401.
         self.routes = tracking_routes(self.sources)
+        self._tracking_paths = frozenset(self.routes)
+        self._tracking_cors: tuple[object, CorsPolicy | None] = (None, None)
         self.routes |= ingest_routes(settings, TokenVerifier(KeyRing.from_settings(settings)))
         self.pipeline = IngestPipeline(settings)
         self.cors = CorsPolicy.from_setting(settings.cors_allowed_origins)
@@ -91,15 +93,16 @@ class CollectorApp:
         path, method = scope.get("raw_path") or scope["path"].encode(), scope["method"]
         route = self.routes.get(path)
         if route is not None:
-            if self.cors is not None:
-                origin = self.cors.allowed_origin(scope["headers"])
+            cors = self.cors if path not in self._tracking_paths else self._sources_cors()
+            if cors is not None:
+                origin = cors.allowed_origin(scope["headers"])
                 if method == "OPTIONS":
-                    await send_answer(send, self._preflight(scope, origin))
+                    await send_answer(send, self._preflight(cors, scope, origin))
                     return
                 if origin is not None:
-                    send = self.cors.answering(send, origin)
+                    send = cors.answering(send, origin)
             if method != "POST":
-                allowed = b"POST" if self.cors is None else b"POST, OPTIONS"
+                allowed = b"POST" if cors is None else b"POST, OPTIONS"
                 await send_answer(send, answer(405, {"error": "use POST"}, [(b"allow", allowed)]))
             elif not self.collector.accepting:
                 await send_answer(send, unavailable_answer("the collector is shutting down"))
@@ -132,15 +135,25 @@ class CollectorApp:
         page, content_type = metrics.exposition()
         return plain_answer(200, page, [(b"content-type", content_type.encode())])
 
-    def _preflight(self, scope: dict[str, Any], origin: bytes | None) -> Answer:
-        assert self.cors is not None
+    def _sources_cors(self) -> CorsPolicy | None:
+        """The tracking API's CORS: the origins any source allows (each request is then held to its own
+        source's, api/tracking_routes.py), and CORS_ALLOWED_ORIGINS' too. Made again when the sources are."""
+        book, policy = self._tracking_cors
+        if book is not self.sources.book:
+            origins = [o for source in self.sources.book.sources.values() for o in source.allowed_origins]
+            policy = CorsPolicy.from_setting(",".join([*origins, self.settings.cors_allowed_origins]))
+            self._tracking_cors = (self.sources.book, policy)
+        return policy
+
+    def _preflight(self, cors: CorsPolicy, scope: dict[str, Any], origin: bytes | None) -> Answer:
         if origin is None:
             # No CORS header: the browser reports the preflight as failed and sends nothing.
-            return answer(403, {"error": "this origin is not in CORS_ALLOWED_ORIGINS"})
+            return answer(403, {"error": "this origin is not in CORS_ALLOWED_ORIGINS (nor, on the tracking API, "
+                                         "in a source's allowed_origins)"})
         if not is_preflight(scope["headers"]):
             return answer(400, {"error": "OPTIONS is answered only as a CORS preflight "
                                          "(with Origin and Access-Control-Request-Method)"})
-        return Answer(204, self.cors.preflight_headers(origin), b"")
+        return Answer(204, cors.preflight_headers(origin), b"")
 
     async def _ingest(self, scope: dict[str, Any], receive: Receive, send: Send, route: Route) -> None:
         """The pipeline (api/pipeline.py), with the body read and the events kept by awaiting."""

@@ -22,7 +22,9 @@ from typing import Any, Awaitable, Callable
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # What a page sends: the token, the body's type and encoding, and the device headers copied into documents.
-ALLOWED_HEADERS = b"authorization, content-type, content-encoding, device-uuid, app-version, os-version"
+# X-Retry-Count: Segment's SDKs count their retries in it.
+ALLOWED_HEADERS = (b"authorization, content-type, content-encoding, device-uuid, app-version, os-version, "
+                   b"x-retry-count")
 ALLOWED_METHODS = b"POST"
 # Chromium caps a preflight's cache at 2 hours, Firefox at 24: ask for Chromium's cap.
 MAX_AGE_SECONDS = 7200
