@@ -204,3 +204,15 @@ async def test_a_sender_stopped_by_a_bug_hands_its_batch_up_as_held_with_no_atte
     await asyncio.wait_for(asyncio.gather(sender._batcher.run(), run), timeout=10)
     assert [[f.envelope.log_id for f in o.held] for o in policy.outcomes] == [["id-0", "id-1", "id-2"]]
     assert policy.outcomes[0].retry == [] and policy.outcomes[0].delivered == []
+
+
+async def test_each_family_of_indices_gets_its_template_once_before_its_first_bulk():
+    transport = MockTransport(answer_bulks(lambda r: bulk_answer(*[201] * len(r.bulk_ids))))
+    shipper, _ = shipper_over(transport)
+    source = [Envelope("events_web_test_2026-12", f"s-{i}", b"{}", 0.0) for i in range(2)]
+    await shipper.ship(envelopes(2) + source)
+    await shipper.ship(source + envelopes(2, start=5))
+    templates = [r.url.rpartition("/")[2] for r in transport.requests if "_index_template" in r.url]
+    assert templates == ["events_test", "events_web_test"]
+    put = next(r for r in transport.requests if r.url.endswith("/_index_template/events_web_test"))
+    assert msgspec.json.decode(put.body)["index_patterns"] == ["events_web_test_*"]
