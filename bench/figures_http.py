@@ -1,6 +1,7 @@
 """The HTTP figures: limit_http (the limit app), single and single_all_cores (one event per request, wrk),
-single[seed], latency (oha at a fixed rate) and batch (100 events per request). The one-worker ones pin the
-server to SERVER_CPU and the load tool and OpenSearch to LOAD_CPU."""
+single[seed], latency (oha at a fixed rate) and batch (100 events per request); track and track_batch, the
+same two through the tracking API (/v1/track, /v1/batch with a write key). The one-worker ones pin the server
+to SERVER_CPU and the load tool and OpenSearch to LOAD_CPU."""
 
 from __future__ import annotations
 
@@ -23,18 +24,19 @@ class HttpFigures(Harness):
         finally:
             server.stop()
 
-    def single(self, mode: str, workers: int = 1) -> float:
+    def single(self, mode: str, workers: int = 1, tracking: bool = False) -> float:
         one_worker = workers == 1
         server = self.collector(mode, workers, pinned=one_worker)
+        write_key = self.write_key if tracking else ""
         try:
             cpu = server.cpu_seconds()
             if one_worker:
                 with opensearch_on_load_cpu():
-                    result = wrk(server.url, self.token, pinned=True)
+                    result = wrk(server.url, self.token, pinned=True, write_key=write_key)
             else:
-                result = wrk(server.url, self.token)
+                result = wrk(server.url, self.token, write_key=write_key)
             cpu = server.cpu_seconds() - cpu
-            name = "single" if workers == 1 else "single_all_cores"
+            name = "track" if tracking else "single" if workers == 1 else "single_all_cores"
             self.record(f"{name}[{mode}]", **result,
                         cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
                         peak_rss_mb=server.memory_mb("VmHWM"))
@@ -64,14 +66,14 @@ class HttpFigures(Harness):
         finally:
             server.stop()
 
-    def batch(self, mode: str) -> None:
+    def batch(self, mode: str, tracking: bool = False) -> None:
         server = self.collector(mode, workers=os.cpu_count() or 1)
         try:
             cpu = server.cpu_seconds()
-            result = wrk(server.url, self.token, batch=100)
+            result = wrk(server.url, self.token, batch=100, write_key=self.write_key if tracking else "")
             cpu = server.cpu_seconds() - cpu
             events = result["accepted_per_second"] * 100
-            self.record(f"batch[{mode}]", events_per_second=events, errors=result["errors"],
+            self.record(f"{'track_batch' if tracking else 'batch'}[{mode}]", events_per_second=events, errors=result["errors"],
                         cpu_seconds_per_10k=cpu / max(1, events * SECONDS) * 10_000,
                         peak_rss_mb=server.memory_mb("VmHWM"))
         finally:

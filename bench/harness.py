@@ -22,6 +22,10 @@ class Harness:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.token = mint_token(SECRET, "bench-user", 24 * 3600)
+        # The tracking API's figures: one source and its key.
+        self.write_key = "wk_bench_" + uuid.uuid4().hex
+        self.sources_file = workdir / "sources.yaml"
+        self.sources_file.write_text(f"sources: [{{name: bench, write_keys: [{self.write_key}]}}]\n")
         self.samples: dict[str, list[dict[str, float]]] = {}
 
     def record(self, figure: str, **values: float) -> None:
@@ -34,7 +38,7 @@ class Harness:
         environment = "bench" + uuid.uuid4().hex[:10]
         env = {**os.environ, "JWT_SECRET": SECRET, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port),
                "SERVER_WORKERS": str(workers), "ACK_MODE": mode, "OPEN_SEARCH_DNS": OPENSEARCH,
-               "SERVER_ENVIRONMENT": environment,
+               "SERVER_ENVIRONMENT": environment, "SOURCES_FILE": str(self.sources_file),
                "DATABASE_URL": f"sqlite://{self.workdir / (environment + '.db')}",
                **{k: str(v) for k, v in extra.items()}}
         server = Server([PYTHON, "-m", "event_collector.cli", "serve"], env, port, self.workdir, pinned)

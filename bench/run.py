@@ -6,6 +6,7 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   single_all_cores  the same on SERVER_WORKERS = CPU count
   latency           p50/p99 at a fixed rate of half of `single` (oha paces its requests)
   batch             POST /events/batch, 100 events per request (wrk)
+  track, track_batch `single` and `batch` through the tracking API: POST /v1/track, and /v1/batch of 100
   end_to_end        BENCH_E2E_EVENTS pushed as fast as taken: first accept to last document searchable
   limit_opensearch  the same documents bulk-indexed straight into OpenSearch by a tight client
   rss_full_buffer   the collector's RSS holding a full 100,000-event buffer
@@ -73,6 +74,8 @@ def main() -> int:
                 bench.single(mode, workers=os.cpu_count() or 1)
                 bench.latency(mode, rate=single / 2)
                 bench.batch(mode)
+                bench.single(mode, tracking=True)
+                bench.batch(mode, tracking=True)
                 bench.end_to_end(mode)
                 bench.rss_full_buffer(mode)
                 bench.delivery(mode, DELIVERY_RATE)
