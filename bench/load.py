@@ -28,14 +28,13 @@ from event_collector.shipper.template import index_template
 
 
 def wrk(url: str, token: str, batch: int = 1, pinned: bool = False, write_key: str = "") -> dict[str, float]:
-    """wrk with events.lua (the JWT API), or tracking.lua (the tracking API) when given a source's write key."""
-    basic = base64.b64encode(f"{write_key}:".encode()).decode()
+    """wrk with events.lua: the JWT API, or the tracking API when given a source's write key."""
+    basic = base64.b64encode(f"{write_key}:".encode()).decode() if write_key else ""
     env = {**os.environ, "BENCH_TOKEN": token, "BENCH_BATCH": str(batch), "BENCH_BASIC": basic}
     prefix = ["taskset", "-c", LOAD_CPU, "wrk", "-t1"] if pinned else ["wrk", "-t2"]
-    script = BENCH / "wrk" / ("tracking.lua" if write_key else "events.lua")
     output = subprocess.run(
-        [*prefix, f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(script), url], env=env,
-        capture_output=True, text=True, check=True).stdout
+        [*prefix, f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(BENCH / "wrk" / "events.lua"),
+         url], env=env, capture_output=True, text=True, check=True).stdout
     requests = float(re.search(r"(\d+) requests in", output).group(1))
     duration = float(re.search(r"requests in ([\d.]+)s", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
