@@ -90,14 +90,19 @@ def build(pipeline: IngestPipeline, request: IngestRequest, received_at: float) 
     tracked = request.batch
     assert isinstance(tracked, Tracked)
     header_agent = request.copied["user-agent"]
+    # A batch's messages mostly share their client: each distinct one is worked out once per request.
+    clients: dict[tuple[Any, Any], Any] = {}
     envelopes = []
     for message in request.events:
         context = message.context or {}
         agent = context.get("userAgent")
         agent = agent if isinstance(agent, str) else header_agent
         ip = context.get("ip")
-        scope = {"client": (ip, 0), "headers": []} if isinstance(ip, str) and ip else request.scope
-        client = pipeline.enricher.client(scope, agent)
+        ip = ip if isinstance(ip, str) and ip else None
+        client = clients.get((ip, agent))
+        if client is None:
+            scope = request.scope if ip is None else {"client": (ip, 0), "headers": []}
+            client = clients[ip, agent] = pipeline.enricher.client(scope, agent)
         envelopes.append(build_tracked_envelope(pipeline.environment, request.source, message, tracked.sent_at,
                                                 received_at, client, pipeline.max_event_age_seconds, agent))
     return envelopes
