@@ -30,7 +30,8 @@ def test_a_preflight_from_an_allowed_origin_gets_204_with_what_a_page_may_send(s
     assert response.headers["access-control-allow-origin"] == ALLOWED
     assert response.headers["access-control-allow-methods"] == "POST"
     assert [h.strip() for h in response.headers["access-control-allow-headers"].split(",")] == [
-        "authorization", "content-type", "content-encoding", "device-uuid", "app-version", "os-version"]
+        "authorization", "content-type", "content-encoding", "device-uuid", "app-version", "os-version",
+        "x-retry-count"]
     assert response.headers["access-control-max-age"] == "7200"
     assert response.headers["vary"] == "origin"
     assert "access-control-allow-credentials" not in response.headers

@@ -21,8 +21,11 @@ from typing import Any, Awaitable, Callable
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# What a page sends: the token, the body's type and encoding, and the device headers copied into documents.
-ALLOWED_HEADERS = b"authorization, content-type, content-encoding, device-uuid, app-version, os-version"
+# What a page sends: the token, the body's type and encoding, and the device headers copied into documents;
+# and X-Retry-Count, which analytics-next adds to every retry of a tracking message (without it here each retry
+# fails its preflight, and the message is retried until the SDK gives it up).
+ALLOWED_HEADERS = (b"authorization, content-type, content-encoding, device-uuid, app-version, os-version, "
+                   b"x-retry-count")
 ALLOWED_METHODS = b"POST"
 # Chromium caps a preflight's cache at 2 hours, Firefox at 24: ask for Chromium's cap.
 MAX_AGE_SECONDS = 7200
