@@ -21,8 +21,9 @@ from typing import Any, Awaitable, Callable
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# What a page sends: the token, the body's type and encoding, and the device headers copied into documents.
-# X-Retry-Count: Segment's SDKs count their retries in it.
+# What a page sends: the token, the body's type and encoding, and the device headers copied into documents;
+# and X-Retry-Count, which analytics-next adds to every retry of a tracking message (without it here each retry
+# fails its preflight, and the message is retried until the SDK gives it up).
 ALLOWED_HEADERS = (b"authorization, content-type, content-encoding, device-uuid, app-version, os-version, "
                    b"x-retry-count")
 ALLOWED_METHODS = b"POST"
