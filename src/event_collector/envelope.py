@@ -181,6 +181,10 @@ def build_tracked_envelope(
         happened, clamped, index_time = format_timestamp(times.event_time), times.clamped, times.index_time
     context = message.context or {}
     page = message.name if message.type in ("page", "screen") else _path(context.get("page"))
+    traits = message.traits
+    if traits is None and message.type in ("identify", "group"):
+        # rudder-sdk-python sends identify's traits in context.traits; checked already, as part of context.
+        traits = context.get("traits") if isinstance(context.get("traits"), dict) else None
     log_id, generated = message.messageId, message.messageId is None
     if log_id is None:
         log_id = uuid.uuid4().hex
@@ -205,7 +209,7 @@ def build_tracked_envelope(
         source.name,
         message.groupId,
         message.previousId,
-        message.traits,
+        traits,
         message.context,
         message.integrations,
         generated,

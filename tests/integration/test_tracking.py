@@ -54,7 +54,7 @@ def source_environment(collector, source: str = "web") -> str:
 
 
 def test_each_type_is_kept_once_under_its_message_id_in_the_source_indices(tracking, opensearch):
-    sent = [message("track"), message("identify", traits={"plan": "pro"}),
+    sent = [message("track"), message("identify", context={"traits": {"plan": "pro"}}),
             message("page", name="Home", properties={"path": "/"}), message("screen", name="Main"),
             message("group", groupId="g1", traits={"size": 10}), message("alias", previousId="anon-1")]
     for one in sent:
@@ -76,7 +76,8 @@ def test_each_type_is_kept_once_under_its_message_id_in_the_source_indices(track
     happened = time.mktime(time.strptime(track["event_time"][:19], "%Y-%m-%dT%H:%M:%S"))
     assert 0 <= received - happened <= 2
     identify = opensearch.indexed_document(environment, sent[1]["messageId"])
-    assert identify["traits"] == {"plan": "pro"}
+    assert identify["traits"] == {"plan": "pro"}  # from context.traits, where rudder-sdk-python puts them
+    assert opensearch.indexed_document(environment, sent[4]["messageId"])["traits"] == {"size": 10}
     alias = opensearch.indexed_document(environment, sent[5]["messageId"])
     assert alias["previous_id"] == "anon-1"
 
