@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import signal
 import time
 import uuid
 
@@ -129,8 +130,12 @@ def test_a_browser_of_an_origin_the_source_does_not_allow_is_refused_and_nothing
     one = message()
     refused = tracking.http.post("/v1/track", json=one, headers={**basic(KEY), "Origin": "https://evil.example"})
     assert refused.status_code == 403 and refused.json()["code"] == "origin_not_allowed"
-    allowed = tracking.http.post("/v1/track", json=message(), headers={**basic(KEY), "Origin": ORIGIN})
+    later = message()
+    allowed = tracking.http.post("/v1/track", json=later, headers={**basic(KEY), "Origin": ORIGIN})
     assert allowed.status_code == 200
+    # Kept in order: once the later message is searchable, the refused one would be too, had it been kept.
+    opensearch.indexed_document(source_environment(tracking), later["messageId"])
+    assert one["messageId"] not in opensearch.log_id_counts(source_environment(tracking))
     # The ios source names no origin: no browser page may send with its key.
     assert tracking.http.post("/v1/track", json=message(), headers={**basic(OTHER_KEY), "Origin": ORIGIN}
                               ).status_code == 403
@@ -173,3 +178,27 @@ def test_the_jwt_api_works_beside_the_sources_unchanged(collector_factory, tmp_p
     assert both.post_event({"log_id": "jwt-1", "page": "/", "event": "click"}).status_code == 200
     assert opensearch.indexed_document(both.environment, "jwt-1").get("type") is None
     assert both.http.post("/v1/track", json=message(), headers=basic(KEY)).status_code == 200
+
+
+def test_sighup_reads_the_file_again_and_the_process_goes_on_serving(tracking):
+    tracking.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: "read: 2 sources" in tracking.log(), timeout=10, message="the file read again on SIGHUP")
+    assert tracking.http.post("/v1/track", json=message(), headers=basic(KEY)).status_code == 200
+
+
+def test_a_source_over_its_rate_gets_429_and_a_batch_keeps_what_the_rate_allows(collector_factory, tmp_path):
+    path = sources_file(tmp_path, f"sources: [{{name: slow, write_keys: [{KEY}], rate_limit: 1}}]")
+    limited = collector_factory(SOURCES_FILE=str(path))
+    response = limited.http.post("/v1/batch", json={"batch": [message() for _ in range(3)]}, headers=basic(KEY))
+    assert response.status_code == 200, response.text
+    assert (response.json()["accepted"], [r["status"] for r in response.json()["rejected"]]) == (1, [429, 429])
+    refused = limited.http.post("/v1/track", json=message(), headers=basic(KEY))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("mode", ["memory"])
+def test_the_tracking_api_keeps_messages_in_the_other_ack_modes_too(collector_factory, tmp_path, opensearch, mode):
+    other = collector_factory(SOURCES_FILE=str(sources_file(tmp_path)), ACK_MODE=mode)
+    one = message()
+    assert other.http.post("/v1/track", json=one, headers=basic(KEY)).status_code == 200
+    assert opensearch.indexed_document(source_environment(other), one["messageId"])["source"] == "web"

@@ -75,10 +75,9 @@ def late_body_answer() -> Answer:
     return answer(408, {"error": "request body not received in time"})
 
 
-def rate_limited_answer(retry_after: bytes) -> Answer:
+def rate_limited_answer(retry_after: bytes, limit: str = "RATE_LIMIT_PER_USER") -> Answer:
     metrics.requests_refused.labels("rate_limited").inc()
-    return answer(429, {"error": "rate limit exceeded: RATE_LIMIT_PER_USER events a second"},
-                  [(b"retry-after", retry_after)])
+    return answer(429, {"error": f"rate limit exceeded: {limit} events a second"}, [(b"retry-after", retry_after)])
 
 
 def unavailable_answer(reason: str) -> Answer:

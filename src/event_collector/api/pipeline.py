@@ -179,7 +179,8 @@ class IngestPipeline:
         metrics.received_rate_limited.inc(len(events) - granted)
         retry_after = str(limiter.retry_after_seconds(request.user_id)).encode()
         if granted == 0:
-            return rate_limited_answer(retry_after)
+            limit = "RATE_LIMIT_PER_USER" if request.source is None else f"source {request.source.name}'s rate_limit"
+            return rate_limited_answer(retry_after, limit)
         batch = request.batch  # kept in part: more than one event, so the decoder recorded a batch
         assert batch is not None
         batch.rejected.extend(batch.rejection(position, "rate limit exceeded", None, 429)
