@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -797,3 +798,35 @@ def write_store_of_schema_2(path, rows: list[tuple]) -> None:
     connection.executemany(f"INSERT INTO pending ({SCHEMA_2_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
     connection.execute("COMMIT")
     connection.close()
+
+
+class Site:
+    """An HTTP server on a loopback port of its own, so a web origin of its own, serving the files a test sets:
+    `files[path] = (body, content type)`; `page(path, html)` for a page."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        files = self.files
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body, kind = files.get(self.path.split("?")[0], (b"", "text/plain"))
+                self.send_response(200 if body else 404)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def page(self, path: str, html: str) -> None:
+        self.files[path] = (html.encode(), "text/html; charset=utf-8")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,13 +4,11 @@ origin: a preflighted `fetch` with a Bearer token and device headers, and `navig
 
 import json
 import shutil
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support import metric, wait_until
+from support import Site, metric, wait_until
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -37,34 +35,6 @@ addEventListener("pagehide", () => {
 NEXT = "<!doctype html><title>next</title><p>left the shop</p>"
 
 
-class Pages:
-    """An HTTP server on its own port (so its own origin) serving the pages the test sets."""
-
-    def __init__(self) -> None:
-        self.pages: dict[str, str] = {}
-        pages = self.pages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = pages.get(self.path.split("?")[0], "").encode()
-                self.send_response(200 if body else 404)
-                self.send_header("content-type", "text/html; charset=utf-8")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def browser():
     from selenium import webdriver
@@ -87,7 +57,7 @@ def browser():
 
 @pytest.fixture
 def pages():
-    allowed, other = Pages(), Pages()
+    allowed, other = Site(), Site()
     yield allowed, other
     allowed.close()
     other.close()
@@ -108,8 +78,8 @@ def test_a_page_of_an_allowed_origin_sends_with_fetch_and_with_beacons_on_pagehi
                                   LOG_FORMAT="text")  # the access lines below are read as text
     token = collector.token("browser-user")
     ids = {name: f"{name}-{uuid.uuid4().hex}" for name in ("fetch", "beacon_query", "beacon_body")}
-    allowed.pages["/shop"] = sender_page(collector.url, token, ids)
-    allowed.pages["/next"] = NEXT
+    allowed.page("/shop", sender_page(collector.url, token, ids))
+    allowed.page("/next", NEXT)
 
     browser.get(allowed.origin + "/shop")
     # The fetch was preflighted (it sends Authorization) and the page could read the answer.
@@ -146,8 +116,8 @@ def test_a_page_of_another_origin_cannot_send(browser, pages, collector_factory,
     allowed, other = pages
     collector = collector_factory(CORS_ALLOWED_ORIGINS=allowed.origin)
     log_id = f"refused-{uuid.uuid4().hex}"
-    other.pages["/shop"] = sender_page(collector.url, collector.token(), {
-        "fetch": log_id, "beacon_query": "unused-1", "beacon_body": "unused-2"})
+    other.page("/shop", sender_page(collector.url, collector.token(), {
+        "fetch": log_id, "beacon_query": "unused-1", "beacon_body": "unused-2"}))
 
     browser.get(other.origin + "/shop")
     # The preflight got no CORS headers: the browser never sent the POST and the page saw a network error.

@@ -25,12 +25,11 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from support import REPO, REPORTS, wait_until
+from support import REPO, REPORTS, Site, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -116,35 +115,6 @@ class ProcessDriver:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(30)
-
-
-class Site:
-    """The page's origin: an HTTP server on a loopback port of its own, serving analytics-next's page and its
-    UMD build from tests/sdks/node_modules."""
-
-    def __init__(self) -> None:
-        script = (SDKS / "node_modules/@segment/analytics-next/dist/umd/index.js").read_bytes()
-        self.files = files = {"/ajs/index.js": (script, "text/javascript")}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body, kind = files.get(self.path.split("?")[0], (b"", "text/plain"))
-                self.send_response(200 if body else 404)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class BrowserDriver:
@@ -285,6 +255,8 @@ def test_analytics_next_in_chromium_delivers_each_message_exactly_once_through_k
     assert (SDKS / "node_modules/@segment/analytics-next/dist/umd/index.js").is_file(), \
         "needs tests/sdks/node_modules (make test runs npm ci there)"
     site = Site()
+    site.files["/ajs/index.js"] = ((SDKS / "node_modules/@segment/analytics-next/dist/umd/index.js").read_bytes(),
+                                   "text/javascript")
     collector = sdk_collector([site.origin])  # the source allows the page's origin, and so does CORS
     config = json.dumps({"apiHost": f"127.0.0.1:{collector.port}/v1", "writeKey": KEY, "count": MESSAGES,
                          "seconds": SEND_SECONDS})
