@@ -162,8 +162,11 @@ def through_faults(name: str, collector, node, driver) -> None:
     environment = f"sdk_{collector.environment}"  # the indices of source "sdk": events_sdk_{environment}_*
     started, times = time.monotonic(), {}
     wait_until(lambda: len(driver.poll().created) >= MESSAGES // 10, timeout=60, message="the SDK sending")
+    retries = driver.poll().retries
     collector.process.send_signal(signal.SIGKILL)
     collector.process.wait(30)
+    # Down until the SDK meets it down (an SDK that sends a batch every few seconds could miss a short gap).
+    wait_until(lambda: driver.poll().retries > retries, timeout=60, message="the SDK to meet the collector down")
     collector.start()  # the same port: the SDK's retries reach it
     times["restarted"] = time.monotonic() - started
     wait_until(lambda: len(driver.poll().created) >= MESSAGES // 4, timeout=60, message="sending after the restart")
