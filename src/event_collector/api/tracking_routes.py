@@ -120,7 +120,7 @@ def success(request: IngestRequest, status: str) -> Answer:
 def refusal(exc: AuthError | InvalidEvent) -> Answer:
     status = 401 if isinstance(exc, AuthError) else exc.status
     code = _REFUSAL_CODES.get(status, "invalid")
-    refused(code if status != 400 else "invalid")
+    refused(code)  # 400 maps to "invalid" already
     body: dict[str, Any] = {"success": False, "code": code, "error": str(exc) if status == 401 else exc.message}
     if isinstance(exc, InvalidEvent) and exc.field is not None:
         body["field"] = exc.field
