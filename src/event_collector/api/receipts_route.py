@@ -44,6 +44,11 @@ def decode_ids(body: bytes) -> list[str]:
         raise InvalidEvent(f"the body must be {{\"ids\": [\"<event id>\", ...]}}: {exc}", "ids") from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidEvent("the body is not valid UTF-8") from None
+    except RecursionError:
+        # msgspec gives up on JSON nested deeper than Python's recursion limit, even in a field it skips.
+        raise InvalidEvent("the body is nested too deeply to be a receipts request") from None
     if not ids:
         raise InvalidEvent("ids is empty: name 1 to 1000 event ids", "ids")
     if len(ids) > MAX_RECEIPT_IDS:
