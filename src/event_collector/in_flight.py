@@ -12,7 +12,7 @@ event; a generation swap drops a whole generation at once.
 
 Bounded: QUEUE_CAPACITY plus the batches the senders hold (`capacity`); past it (a path that settles
 without telling the book would be a bug) the oldest entries go first. Delivered ones are kept at most
-`capacity` per generation.
+`capacity` per generation (plus the batch that fills it).
 """
 
 from __future__ import annotations

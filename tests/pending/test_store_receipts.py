@@ -1,0 +1,86 @@
+"""What the SQLite store tells receipts (pending/lookup.py), and the delivery policy keeping the book of events
+in flight (in_flight.py) in step with the store: an event leaves the book only once the store holds it."""
+
+from event_collector.buffer import Buffer
+from event_collector.delivery import DeliveryPolicy
+from event_collector.envelope import DocumentOwner, Envelope
+from event_collector.exceptions import StoreError
+from event_collector.in_flight import InFlightBook
+from event_collector.outcomes import Failure, Outcome
+from event_collector.pending import SqliteStore
+from support import Clock, query
+
+
+def envelope(log_id: str, user: str = "u1") -> Envelope:
+    return Envelope("events_t_2026-12", log_id, b'{"log_id":"%s","user_id":"%s"}' % (log_id.encode(), user.encode()),
+                    1000.0)
+
+
+async def test_pending_rows_and_dead_letters_are_found_by_log_id_with_their_owner(tmp_path):
+    clock = Clock(2_000_000_000.0)
+    store = SqliteStore(str(tmp_path / "pending.db"), max_attempts=5, backoff_base_seconds=10,
+                        backoff_max_seconds=10, clock=clock)
+    await store.open()
+    try:
+        waiting, refused, flying = envelope("waiting"), envelope("refused", "u2"), envelope("flying")
+        await store.add([waiting, refused, flying], leased=True)
+        await store.retry_later([Failure(waiting, "503 unavailable")], count_attempt=True)
+        await store.dead_letter([Failure(refused, "400 mapper_parsing_exception")])
+        found = await store.receipts(["waiting", "refused", "flying", "never"])
+        assert set(found.pending) == {"waiting"} and set(found.dead_letters) == {"refused"}
+        row = found.pending["waiting"]
+        assert (row.owner, row.attempts, row.last_error) == (DocumentOwner("u1"), 1, "503 unavailable")
+        assert clock.now < row.next_attempt_at <= clock.now + 10 * 1.5  # backoff of 10 s, with jitter
+        letter = found.dead_letters["refused"]
+        assert (letter.owner, letter.reason, letter.failed_at) == (DocumentOwner("u2"), "400 mapper_parsing_exception",
+                                                                   clock.now)
+    finally:
+        await store.close()
+
+
+async def test_the_lookups_use_the_log_id_indices(tmp_path):
+    path = tmp_path / "pending.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.close()
+    for table, index in (("pending", "pending_log_id"), ("dead_letter", "dead_letter_log_id")):
+        plan = " ".join(row[-1] for row in query(path, f"EXPLAIN QUERY PLAN SELECT * FROM {table} WHERE log_id IN"
+                                                       " (SELECT value FROM json_each('[\"a\"]'))"))
+        assert f"USING INDEX {index}" in plan, plan
+
+
+async def test_the_book_lets_go_of_an_event_only_once_the_store_holds_it(tmp_path):
+    store = SqliteStore(str(tmp_path / "pending.db"))
+    await store.open()
+    try:
+        book = InFlightBook(10, Clock())
+        events = [envelope(name) for name in ("delivered", "retried", "held", "rejected")]
+        await store.add(events, leased=True)
+        book.accepted(events)
+        policy = DeliveryPolicy(store, Buffer(10, 10), book)
+        delivered, retried, held, rejected = events
+        await policy.apply(Outcome(delivered=[delivered], retry=[Failure(retried, "503")],
+                                   held=[Failure(held, "sender bug")], rejected=[Failure(rejected, "400")]))
+        assert [book.look_up(e.log_id) for e in events] == [("indexed", delivered), None, None, None]
+    finally:
+        await store.close()
+
+
+class FailingStore:
+    async def delivered(self, envelopes: list[Envelope]) -> None:
+        raise StoreError("disk I/O error")
+
+    async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
+        raise StoreError("disk I/O error")
+
+    async def dead_letter(self, failures: list[Failure]) -> None:
+        raise StoreError("disk I/O error")
+
+
+async def test_events_the_store_could_not_take_stay_in_flight():
+    book = InFlightBook(10, Clock())
+    retried, rejected = envelope("retried"), envelope("rejected")
+    book.accepted([retried, rejected])
+    policy = DeliveryPolicy(FailingStore(), Buffer(10, 10), book)  # type: ignore[arg-type]
+    await policy.apply(Outcome(retry=[Failure(retried, "503")], rejected=[Failure(rejected, "400")]))
+    assert [book.look_up(e.log_id)[0] for e in (retried, rejected)] == ["in_flight", "in_flight"]
