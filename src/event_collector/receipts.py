@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from .envelope import DocumentOwner, document_owner, format_timestamp
-from .exceptions import OpenSearchUnavailable
+from .exceptions import ConfigError, OpenSearchUnavailable
 from .in_flight import InFlightBook
 from .pending import PendingStore
 from .pending.lookup import StoredReceipts
@@ -61,20 +61,19 @@ class Receipts:
 
     def __init__(self, settings: Settings, client: OpenSearchClient | None, store: PendingStore | None,
                  book: InFlightBook | None) -> None:
+        self._settings = settings
         self._environment = settings.server_environment
-        # Without a collector's client (kafka mode) a small one of its own, opened with the app.
-        self._own_client = client is None
-        self._client = client or OpenSearchClient.from_settings(settings, max_connections=4)
+        self._client = client
+        # Without a collector's client (kafka mode) a small one of its own, made at the first receipts request:
+        # a collector that only hands events to Kafka must start whatever its OpenSearch settings say.
+        self._own_client: OpenSearchClient | None = None
+        self._opening = asyncio.Lock()
         self._store = store
         self._book = book
 
-    async def open(self) -> None:
-        if self._own_client:
-            await self._client.open()
-
     async def close(self) -> None:
-        if self._own_client:
-            await self._client.close()
+        if self._own_client is not None:
+            await self._own_client.close()
 
     async def answer(self, caller: Caller, log_ids: list[str]) -> dict[str, dict[str, Any]]:
         """A receipt per id. Raises OpenSearchUnavailable or StoreError when either cannot be asked."""
@@ -97,7 +96,8 @@ class Receipts:
             "query": {"ids": {"values": log_ids}}, "_source": ["user_id", "source"],
             # A document has one _id per index; room for one copy in a second index besides.
             "size": 2 * len(log_ids), "track_total_hits": False})
-        status, answer = await self._client.request("POST", f"/{pattern}/_search?{_SEARCH_PARAMETERS}", body)
+        client = self._client or await self._opened_own_client()
+        status, answer = await client.request("POST", f"/{pattern}/_search?{_SEARCH_PARAMETERS}", body)
         if status != 200 or not isinstance(answer, dict):
             raise OpenSearchUnavailable(f"OpenSearch answered a receipts search with {status}: {str(answer)[:300]}")
         if answer.get("_shards", {}).get("failed"):
@@ -113,6 +113,18 @@ class Receipts:
             if own_index.fullmatch(hit.get("_index", "")) and caller.owns(owner):
                 found[hit["_id"]] = hit["_index"]
         return found
+
+
+    async def _opened_own_client(self) -> OpenSearchClient:
+        async with self._opening:  # the first requests may come together: one client for all
+            if self._own_client is None:
+                try:
+                    client = OpenSearchClient.from_settings(self._settings, max_connections=4)
+                except ConfigError as exc:
+                    raise OpenSearchUnavailable(f"OpenSearch cannot be asked: {exc}") from exc
+                await client.open()
+                self._own_client = client
+        return self._own_client
 
 
 def _receipt(log_id: str, caller: Caller, indexed: dict[str, str], stored: StoredReceipts,

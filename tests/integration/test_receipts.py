@@ -169,3 +169,25 @@ def test_receipts_are_503_while_opensearch_cannot_be_asked(collector_factory):
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] and "OpenSearch" in response.json()["error"]
     assert collector.http.get("/ping").text == "pong"
+
+
+async def test_without_a_store_as_in_kafka_mode_receipts_come_from_opensearch_alone(opensearch):
+    from event_collector.receipts import Caller, Receipts
+    from event_collector.settings import load_settings
+    from support import unique_environment
+
+    environment = unique_environment()
+    index = index_name(environment, time.time())
+    opensearch.http.put(f"/{index}/_doc/indexed-one", params={"refresh": "true"},
+                        json={"log_id": "indexed-one", "user_id": "user-1"}).raise_for_status()
+    settings = load_settings({"JWT_SECRET": "s" * 32, "SERVER_ENVIRONMENT": environment,
+                              "OPEN_SEARCH_DNS": opensearch.url, "ACK_MODE": "memory"}, env_file=None)
+    receipts_of_kafka_mode = Receipts(settings, None, None, None)  # the client is its own, made when first asked
+    try:
+        answer = await receipts_of_kafka_mode.answer(Caller(user_id="user-1"), ["indexed-one", "never-sent"])
+        assert answer == {"indexed-one": {"state": "indexed", "index": index}, "never-sent": {"state": "unknown"}}
+        assert (await receipts_of_kafka_mode.answer(Caller(user_id="user-2"), ["indexed-one"])) == {
+            "indexed-one": {"state": "unknown"}}
+    finally:
+        await receipts_of_kafka_mode.close()
+        opensearch.http.delete(f"/{index}")

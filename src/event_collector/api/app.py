@@ -80,7 +80,6 @@ class CollectorApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.collector.start()
-                    await self.receipts.open()
                 except Exception as exc:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
