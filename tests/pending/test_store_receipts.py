@@ -4,11 +4,11 @@ in flight (in_flight.py) in step with the store: an event leaves the book only o
 from event_collector.buffer import Buffer
 from event_collector.delivery import DeliveryPolicy
 from event_collector.envelope import DocumentOwner, Envelope
-from event_collector.exceptions import StoreError
 from event_collector.in_flight import InFlightBook
 from event_collector.outcomes import Failure, Outcome
 from event_collector.pending import SqliteStore
 from support import Clock, query
+from test_delivery_policy import FailingStore
 
 
 def envelope(log_id: str, user: str = "u1") -> Envelope:
@@ -64,17 +64,6 @@ async def test_the_book_lets_go_of_an_event_only_once_the_store_holds_it(tmp_pat
         assert [book.look_up(e.log_id) for e in events] == [("indexed", delivered), None, None, None]
     finally:
         await store.close()
-
-
-class FailingStore:
-    async def delivered(self, envelopes: list[Envelope]) -> None:
-        raise StoreError("disk I/O error")
-
-    async def retry_later(self, failures: list[Failure], *, count_attempt: bool) -> None:
-        raise StoreError("disk I/O error")
-
-    async def dead_letter(self, failures: list[Failure]) -> None:
-        raise StoreError("disk I/O error")
 
 
 async def test_events_the_store_could_not_take_stay_in_flight():
