@@ -84,7 +84,12 @@ class Receipts:
                 if found is not None and caller.owns(document_owner(found[1].document)):
                     remembered[log_id] = found
         if self._store is not None:
-            stored, indexed = await asyncio.gather(self._store.receipts(log_ids), self._search(caller, log_ids))
+            # Both asked at once; both must answer (return_exceptions: neither is left running unawaited).
+            stored, indexed = await asyncio.gather(self._store.receipts(log_ids), self._search(caller, log_ids),
+                                                   return_exceptions=True)
+            for result in (stored, indexed):
+                if isinstance(result, BaseException):
+                    raise result
         else:
             stored, indexed = StoredReceipts({}, {}), await self._search(caller, log_ids)
         return {log_id: _receipt(log_id, caller, indexed, stored, remembered) for log_id in log_ids}
@@ -113,7 +118,6 @@ class Receipts:
             if own_index.fullmatch(hit.get("_index", "")) and caller.owns(owner):
                 found[hit["_id"]] = hit["_index"]
         return found
-
 
     async def _opened_own_client(self) -> OpenSearchClient:
         async with self._opening:  # the first requests may come together: one client for all
