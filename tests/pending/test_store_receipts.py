@@ -6,7 +6,7 @@ from event_collector.delivery import DeliveryPolicy
 from event_collector.envelope import DocumentOwner, Envelope
 from event_collector.in_flight import InFlightBook
 from event_collector.outcomes import Failure, Outcome
-from event_collector.pending import SqliteStore
+from event_collector.pending import SqliteStore, lookup
 from support import Clock, query
 from test_delivery_policy import FailingStore
 
@@ -38,15 +38,28 @@ async def test_pending_rows_and_dead_letters_are_found_by_log_id_with_their_owne
         await store.close()
 
 
-async def test_the_lookups_use_the_log_id_indices(tmp_path):
+async def test_the_lookups_use_the_log_id_indices_and_sort_nothing(tmp_path):
     path = tmp_path / "pending.db"
     store = SqliteStore(str(path))
     await store.open()
     await store.close()
-    for table, index in (("pending", "pending_log_id"), ("dead_letter", "dead_letter_log_id")):
-        plan = " ".join(row[-1] for row in query(path, f"EXPLAIN QUERY PLAN SELECT * FROM {table} WHERE log_id IN"
-                                                       " (SELECT value FROM json_each('[\"a\"]'))"))
-        assert f"USING INDEX {index}" in plan, plan
+    for sql, index in ((lookup.PENDING_QUERY, "pending_log_id"), (lookup.DEAD_LETTER_QUERY, "dead_letter_log_id")):
+        plan = " ".join(row[-1] for row in query(path, f"EXPLAIN QUERY PLAN {sql}", '["a", "b"]'))
+        assert f"USING INDEX {index} (log_id=?)" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_of_several_rows_of_one_log_id_the_newest_answers(tmp_path):
+    store = SqliteStore(str(tmp_path / "pending.db"), max_attempts=5)
+    await store.open()
+    try:
+        first, resent = envelope("twice"), envelope("twice")
+        await store.add([first], leased=False)
+        await store.add([resent], leased=True)
+        await store.retry_later([Failure(resent, "429 too many requests")], count_attempt=True)
+        found = await store.receipts(["twice"])
+        assert (found.pending["twice"].attempts, found.pending["twice"].last_error) == (1, "429 too many requests")
+    finally:
+        await store.close()
 
 
 async def test_the_book_lets_go_of_an_event_only_once_the_store_holds_it(tmp_path):

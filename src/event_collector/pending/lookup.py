@@ -36,23 +36,30 @@ class StoredReceipts:
     dead_letters: dict[str, DeadLetterReceipt]
 
 
+# Through the log_id indices, in no particular order: an ORDER BY would sort the rows, documents and all, in a
+# temporary tree.
+PENDING_QUERY = ("SELECT id, log_id, document, attempts, next_attempt_at, last_error FROM pending"
+                 " WHERE log_id IN (SELECT value FROM json_each(?))")
+DEAD_LETTER_QUERY = ("SELECT id, log_id, document, reason, failed_at FROM dead_letter"
+                     " WHERE log_id IN (SELECT value FROM json_each(?))")
+
+
 def find(connection: sqlite3.Connection, log_ids: list[str]) -> StoredReceipts:
     """The pending rows and dead letters of `log_ids`. Read in one snapshot: a row that moves from pending to
     dead-letter meanwhile is seen in exactly one of them."""
-    wanted = json.dumps(log_ids)
+    wanted = (json.dumps(log_ids),)
+    pending: dict[str, tuple[int, PendingReceipt]] = {}
+    dead_letters: dict[str, tuple[int, DeadLetterReceipt]] = {}
     connection.execute("BEGIN")
     try:
-        pending_rows = connection.execute(
-            "SELECT log_id, document, attempts, next_attempt_at, last_error FROM pending"
-            " WHERE log_id IN (SELECT value FROM json_each(?)) ORDER BY id", (wanted,)).fetchall()
-        dead_rows = connection.execute(
-            "SELECT log_id, document, reason, failed_at FROM dead_letter"
-            " WHERE log_id IN (SELECT value FROM json_each(?)) ORDER BY id", (wanted,)).fetchall()
+        # Row by row, so that only one document is held at a time (a document may be up to MAX_BODY_BYTES).
+        for row_id, log_id, document, attempts, next_at, last_error in connection.execute(PENDING_QUERY, wanted):
+            if log_id not in pending or pending[log_id][0] < row_id:
+                pending[log_id] = row_id, PendingReceipt(document_owner(document), attempts, next_at, last_error)
+        for row_id, log_id, document, reason, failed_at in connection.execute(DEAD_LETTER_QUERY, wanted):
+            if log_id not in dead_letters or dead_letters[log_id][0] < row_id:
+                dead_letters[log_id] = row_id, DeadLetterReceipt(document_owner(document), reason, failed_at)
     finally:
         connection.execute("COMMIT")
-    # Ordered by id: a later row of the same log_id overwrites an earlier one.
-    pending = {log_id: PendingReceipt(document_owner(document), attempts, next_attempt_at, last_error)
-               for log_id, document, attempts, next_attempt_at, last_error in pending_rows}
-    dead_letters = {log_id: DeadLetterReceipt(document_owner(document), reason, failed_at)
-                    for log_id, document, reason, failed_at in dead_rows}
-    return StoredReceipts(pending, dead_letters)
+    return StoredReceipts({log_id: receipt for log_id, (_, receipt) in pending.items()},
+                          {log_id: receipt for log_id, (_, receipt) in dead_letters.items()})
