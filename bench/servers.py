@@ -67,6 +67,19 @@ class Server:
                 pass
         return total
 
+    def waiting_seconds(self) -> float:
+        """Seconds the server's threads were runnable but waited for a CPU (/proc/PID/task/TID/schedstat): on a
+        pinned core, time another process took from it. A figure whose server and generator both waited was
+        set by the machine's load, not by either of them."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    total += int((task / "schedstat").read_text().split()[1]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
     def memory_mb(self, field: str) -> float:
         """Sum over the server's processes of a /proc status field (VmRSS now, VmHWM peak)."""
         return self._proc_sum("status", rf"^{field}:\s+(\d+) kB") / 1024
