@@ -56,13 +56,20 @@ def run_measured(command: list[str], env: dict[str, str], pinned: bool) -> tuple
 
 
 def headroom(samples: list[tuple[float, dict[int, tuple[float, float]]]], pinned: bool) -> dict[str, float]:
-    """From the first sample to the last (wrk's threads all live the whole run), the busiest thread's shares."""
-    if len(samples) < 2:
+    """The busiest thread's shares, each thread over its own window: from the first sample that saw it to the
+    last (wrk's worker threads start after the main thread has built every request, and run to the end)."""
+    first_seen: dict[int, tuple[float, tuple[float, float]]] = {}
+    for at, clocks in samples:
+        for tid, clock in clocks.items():
+            first_seen.setdefault(tid, (at, clock))
+    end, last = samples[-1] if samples else (0.0, {})
+    shares = []
+    for tid, (on_cpu, waiting) in last.items():
+        start, (cpu_then, waiting_then) = first_seen[tid]
+        if end - start >= 0.5:  # too short a window says nothing
+            shares.append(((on_cpu - cpu_then) / (end - start), (waiting - waiting_then) / (end - start)))
+    if not shares:
         return {"generator_cpu": 0.0, "generator_waiting": 0.0, "generator_valid": 0.0}
-    (start, first), (end, last) = samples[0], samples[-1]
-    wall = end - start
-    busiest = max((tid for tid in last if tid in first), key=lambda tid: last[tid][0] - first[tid][0])
-    cpu = (last[busiest][0] - first[busiest][0]) / wall
-    waiting = (last[busiest][1] - first[busiest][1]) / wall
+    cpu, waiting = max(shares)
     load = cpu + waiting if pinned else cpu
     return {"generator_cpu": cpu, "generator_waiting": waiting, "generator_valid": float(load <= SATURATED)}
