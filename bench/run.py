@@ -43,7 +43,8 @@ from pathlib import Path
 from figures_delivery import DeliveryFigures
 from figures_http import HttpFigures
 from figures_kafka import KafkaFigures
-from knobs import CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, MODES, ONLY, REPEATS, RESULTS, SECONDS, SEED_BIN
+from knobs import (CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, KAFKA, MODES, ONLY, REPEATS, RESULTS,
+                   SECONDS, SEED_BIN)
 from report import markdown, summarise, table, targets
 
 
@@ -91,7 +92,8 @@ def main() -> int:
                 bench.rss_full_buffer(mode)
                 bench.delivery(mode, DELIVERY_RATE)
                 bench.delivery(mode, DISK_RATE)
-            bench.single_kafka()
+            if KAFKA:
+                bench.single_kafka()
             bench.limit_opensearch()
             bench.enrichment()
     finally:
