@@ -11,6 +11,7 @@ from harness import Harness
 from knobs import SECONDS
 from load import oha, wrk
 from opensearch import opensearch_on_load_cpu
+from servers import stolen_seconds
 
 
 class HttpFigures(Harness):
@@ -20,12 +21,12 @@ class HttpFigures(Harness):
         """limit_http[raw] and limit_http[uvicorn]: the ceilings, with their own CPU per request."""
         server = self.limit_server(kind)
         try:
-            cpu, waited = server.cpu_seconds(), server.waiting_seconds()
+            cpu, waited, stolen = server.cpu_seconds(), server.waiting_seconds(), stolen_seconds()
             with opensearch_on_load_cpu():
                 result = wrk(server.url, self.token, pinned=True)
             cpu, waited = server.cpu_seconds() - cpu, server.waiting_seconds() - waited
             self.record(f"limit_http[{kind}]", **result, server_cpu_share=cpu / SECONDS,
-                        server_waiting_share=waited / SECONDS,
+                        server_waiting_share=waited / SECONDS, stolen_share=(stolen_seconds() - stolen) / SECONDS,
                         cpu_us_per_request=cpu / max(1, result["requests_per_second"] * SECONDS) * 1e6)
         finally:
             server.stop()
@@ -35,7 +36,7 @@ class HttpFigures(Harness):
         server = self.collector(mode, workers, pinned=one_worker)
         write_key = self.write_key if tracking else ""
         try:
-            cpu, waited = server.cpu_seconds(), server.waiting_seconds()
+            cpu, waited, stolen = server.cpu_seconds(), server.waiting_seconds(), stolen_seconds()
             if one_worker:
                 with opensearch_on_load_cpu():
                     result = wrk(server.url, self.token, pinned=True, write_key=write_key)
@@ -45,7 +46,8 @@ class HttpFigures(Harness):
             name = "track" if tracking else "single" if workers == 1 else "single_all_cores"
             self.record(f"{name}[{mode}]", **result,
                         cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
-                        server_cpu_share=cpu / SECONDS, server_waiting_share=waited / SECONDS, peak_rss_mb=server.memory_mb("VmHWM"))
+                        server_cpu_share=cpu / SECONDS, server_waiting_share=waited / SECONDS,
+                        stolen_share=(stolen_seconds() - stolen) / SECONDS, peak_rss_mb=server.memory_mb("VmHWM"))
             return result["accepted_per_second"]
         finally:
             server.stop()
@@ -53,14 +55,14 @@ class HttpFigures(Harness):
     def single_seed(self) -> None:
         server = self.seed(pinned=True)
         try:
-            cpu, waited = server.cpu_seconds(), server.waiting_seconds()
+            cpu, waited, stolen = server.cpu_seconds(), server.waiting_seconds(), stolen_seconds()
             with opensearch_on_load_cpu():
                 result = wrk(server.url, self.token, pinned=True)
             # CPU per event is the steadier comparison on a busy machine: a worker that is not saturated
             # (server_cpu_share below 1) waited for its requests.
             cpu, waited = server.cpu_seconds() - cpu, server.waiting_seconds() - waited
             self.record("single[seed]", **result, server_cpu_share=cpu / SECONDS,
-                        server_waiting_share=waited / SECONDS,
+                        server_waiting_share=waited / SECONDS, stolen_share=(stolen_seconds() - stolen) / SECONDS,
                         cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000)
         finally:
             server.stop()

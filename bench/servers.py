@@ -31,6 +31,15 @@ def wait_for(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def stolen_seconds(cpu: str = SERVER_CPU) -> float:
+    """Seconds the hypervisor gave `cpu` to other guests (/proc/stat's steal): on a VM, a slower core shows
+    here and nowhere else."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return int(line.split()[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 class Server:
     """A collector (or the limit app) in its own process group, with its CPU time and memory readable."""
 
