@@ -49,8 +49,9 @@ def test_a_real_process_is_measured_from_proc() -> None:
     spin = [sys.executable, "-c", "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass\nprint('done')"]
     output, measured = run_measured(spin, {}, pinned=True)
     assert output.strip() == "done"
-    # A spinning process is on a CPU or waiting for one all the time, however busy the machine is.
-    assert measured["generator_cpu"] > 0 and measured["generator_valid"] == 0.0
+    # Read from its schedstat: some time on a CPU, and never more time on it or waiting than there was.
+    # (How much of each depends on how busy the machine is; the verdict on them is tested above.)
+    assert 0 < measured["generator_cpu"] and measured["generator_cpu"] + measured["generator_waiting"] < 1.1
 
 
 def test_a_failing_generator_raises() -> None:
