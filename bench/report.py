@@ -85,6 +85,10 @@ def _why_not(figures: dict, target: str) -> str:
     return "invalid" if all(name.split(",")[0] in figures for name in named) else "not measured"
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
 def _verdict(check: dict[str, Any]) -> str:
     return check["why_not"].upper() if check["met"] is None else "MET" if check["met"] else "MISSED"
 
@@ -111,20 +115,23 @@ def markdown(result: dict) -> str:
              f"{result['settings']['repeats']} rounds of {result['settings']['seconds']} s. Median (min–max) "
              "of the rounds the load generator did not cap. `generator` is wrk's busiest thread: its share of a "
              "core on CPU / waiting for it (a figure is invalid above 90% together, on a pinned core).", "",
-             "| figure | measure | median | min–max | generator |", "|---|---|---|---|---|"]
+             "| figure | median (min–max) of each measure | generator |", "|---|---|---|"]
     for figure, measures in result["figures"].items():
         if "invalid" in measures:
             bad = measures["invalid"]
-            lines.append(f"| `{figure}` | **invalid**: {bad['reason']} | | | "
+            lines.append(f"| `{figure}` | **invalid**: {bad['reason']} | "
                          f"{bad['generator_cpu']:.0%} / {bad['generator_waiting']:.0%} |")
             continue
         generator = (f"{measures['generator_cpu']['median']:.0%} / {measures['generator_waiting']['median']:.0%}"
                      if "generator_cpu" in measures else "")
+        shown = []
         for measure, value in measures.items():
-            if measure.startswith("generator_"):
+            same_as_accepted = measure == "requests_per_second" and value == measures.get("accepted_per_second")
+            if measure.startswith("generator_") or same_as_accepted or (measure == "errors" and not value["max"]):
                 continue
-            lines.append(f"| `{figure}` | {measure} | {value['median']:,.2f} | {value['min']:,.2f}–{value['max']:,.2f}"
-                         f" | {generator} |")
+            spread = "" if value["min"] == value["max"] else f" ({_number(value['min'])}–{_number(value['max'])})"
+            shown.append(f"{measure} {_number(value['median'])}{spread}")
+        lines.append(f"| `{figure}` | {'; '.join(shown)} | {generator} |")
     lines += ["", "| target | ratio | result | the ratio in CPU per request (each on a core of its own) |",
               "|---|---|---|---|"]
     for check in result["targets"]:
