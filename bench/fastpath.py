@@ -47,7 +47,7 @@ class FastPathBench(run.Bench):
     # on a loaded machine the rate of each figure follows its share of the core, its CPU per request does not.
 
     def limit_http(self) -> None:
-        self._pinned_with_cpu("limit_http", self.limit_server())
+        self._pinned_with_cpu("limit_http", self.limit_server("uvicorn"))
 
     def single_seed(self) -> None:
         self._pinned_with_cpu("single[seed]", self.seed(pinned=True))

@@ -70,6 +70,7 @@ class DeliveryFigures(Harness):
             elapsed = time.time() - started
             delete_indices(server.environment)  # type: ignore[attr-defined]
             self.record(f"searchable[{mode}]", accepted_per_second=result["accepted_per_second"],
-                        searchable_per_second=count / elapsed)
+                        searchable_per_second=count / elapsed,
+                        **{k: v for k, v in result.items() if k.startswith("generator_")})
         finally:
             server.stop()

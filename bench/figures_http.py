@@ -11,16 +11,23 @@ from harness import Harness
 from knobs import SECONDS
 from load import oha, wrk
 from opensearch import opensearch_on_load_cpu
+from servers import stolen_seconds
 
 
 class HttpFigures(Harness):
     """Figures of a server's HTTP intake: accepted requests per second, CPU per request, latency."""
 
-    def limit_http(self) -> None:
-        server = self.limit_server()
+    def limit_http(self, kind: str) -> None:
+        """limit_http[raw] and limit_http[uvicorn]: the ceilings, with their own CPU per request."""
+        server = self.limit_server(kind)
         try:
+            cpu, waited, stolen = server.cpu_seconds(), server.waiting_seconds(), stolen_seconds()
             with opensearch_on_load_cpu():
-                self.record("limit_http", **wrk(server.url, self.token, pinned=True))
+                result = wrk(server.url, self.token, pinned=True)
+            cpu, waited = server.cpu_seconds() - cpu, server.waiting_seconds() - waited
+            self.record(f"limit_http[{kind}]", **result, server_cpu_share=cpu / SECONDS,
+                        server_waiting_share=waited / SECONDS, stolen_share=(stolen_seconds() - stolen) / SECONDS,
+                        cpu_us_per_request=cpu / max(1, result["requests_per_second"] * SECONDS) * 1e6)
         finally:
             server.stop()
 
@@ -29,17 +36,18 @@ class HttpFigures(Harness):
         server = self.collector(mode, workers, pinned=one_worker)
         write_key = self.write_key if tracking else ""
         try:
-            cpu = server.cpu_seconds()
+            cpu, waited, stolen = server.cpu_seconds(), server.waiting_seconds(), stolen_seconds()
             if one_worker:
                 with opensearch_on_load_cpu():
                     result = wrk(server.url, self.token, pinned=True, write_key=write_key)
             else:
                 result = wrk(server.url, self.token, write_key=write_key)
-            cpu = server.cpu_seconds() - cpu
+            cpu, waited = server.cpu_seconds() - cpu, server.waiting_seconds() - waited
             name = "track" if tracking else "single" if workers == 1 else "single_all_cores"
             self.record(f"{name}[{mode}]", **result,
                         cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
-                        peak_rss_mb=server.memory_mb("VmHWM"))
+                        server_cpu_share=cpu / SECONDS, server_waiting_share=waited / SECONDS,
+                        stolen_share=(stolen_seconds() - stolen) / SECONDS, peak_rss_mb=server.memory_mb("VmHWM"))
             return result["accepted_per_second"]
         finally:
             server.stop()
@@ -47,13 +55,14 @@ class HttpFigures(Harness):
     def single_seed(self) -> None:
         server = self.seed(pinned=True)
         try:
-            cpu = server.cpu_seconds()
+            cpu, waited, stolen = server.cpu_seconds(), server.waiting_seconds(), stolen_seconds()
             with opensearch_on_load_cpu():
                 result = wrk(server.url, self.token, pinned=True)
-            # CPU per event is the steadier comparison: the accept rate also depends on how fast wrk, which
-            # shares its core with OpenSearch, sends (a worker that is not saturated waits for it).
-            cpu = server.cpu_seconds() - cpu
-            self.record("single[seed]", **result,
+            # CPU per event is the steadier comparison on a busy machine: a worker that is not saturated
+            # (server_cpu_share below 1) waited for its requests.
+            cpu, waited = server.cpu_seconds() - cpu, server.waiting_seconds() - waited
+            self.record("single[seed]", **result, server_cpu_share=cpu / SECONDS,
+                        server_waiting_share=waited / SECONDS, stolen_share=(stolen_seconds() - stolen) / SECONDS,
                         cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000)
         finally:
             server.stop()
@@ -74,6 +83,7 @@ class HttpFigures(Harness):
             cpu = server.cpu_seconds() - cpu
             events = result["accepted_per_second"] * 100
             self.record(f"{'track_batch' if tracking else 'batch'}[{mode}]", events_per_second=events, errors=result["errors"],
+                        **{k: v for k, v in result.items() if k.startswith("generator_")},
                         cpu_seconds_per_10k=cpu / max(1, events * SECONDS) * 10_000,
                         peak_rss_mb=server.memory_mb("VmHWM"))
         finally:

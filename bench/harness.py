@@ -30,7 +30,12 @@ class Harness:
 
     def record(self, figure: str, **values: float) -> None:
         self.samples.setdefault(figure, []).append(values)
-        shown = ", ".join(f"{k}={v:,.1f}" for k, v in values.items())
+        if values.get("generator_valid", 1.0) == 0.0:
+            print(f"  {figure}: INVALID, the load generator was saturated (its busiest thread: "
+                  f"{values['generator_cpu']:.0%} on CPU, {values['generator_waiting']:.0%} waiting for it)",
+                  flush=True)
+            return
+        shown = ", ".join(f"{k}={v:,.1f}" if abs(v) >= 10 else f"{k}={v:,.2f}" for k, v in values.items())
         print(f"  {figure}: {shown}", flush=True)
 
     def collector(self, mode: str, workers: int = 1, pinned: bool = False, **extra: Any) -> Server:
@@ -58,9 +63,14 @@ class Harness:
         server.environment = environment  # type: ignore[attr-defined]
         return server
 
-    def limit_server(self) -> Server:
+    def limit_server(self, kind: str) -> Server:
+        """The HTTP ceiling, pinned: `uvicorn`, a bare ASGI app on uvicorn (httptools, uvloop), or `raw`, an
+        httptools protocol answering 200 without ASGI (the fast path's own ceiling)."""
         port = free_port()
-        command = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "limit_app:app", "--host", "127.0.0.1",
-                   "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                   "--log-level", "warning"]
+        if kind == "raw":
+            command = [PYTHON, str(BENCH / "limit_raw.py"), str(port)]
+        else:
+            command = [PYTHON, "-m", "uvicorn", "--app-dir", str(BENCH), "limit_app:app", "--host", "127.0.0.1",
+                       "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                       "--log-level", "warning"]
         return Server(command, dict(os.environ), port, self.workdir, pinned=True)

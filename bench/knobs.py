@@ -27,6 +27,9 @@ CONNECTIONS = 64
 SERVER_CPU, LOAD_CPU = "0", "1"
 MODES = ("memory", "durable")
 # BENCH_ONLY=kafka: single[kafka] and end_to_end[kafka] alone, printed and not written to results (a check on a shared machine).
+# BENCH_ONLY=http: the pinned one-worker figures alone (limit_http, single[seed], single[memory|durable]), written.
 ONLY = os.environ.get("BENCH_ONLY", "")
+# BENCH_KAFKA=0: leave out the Kafka figures (they start a broker of their own, which takes minutes).
+KAFKA = os.environ.get("BENCH_KAFKA", "1") != "0"
 
 sys.path.insert(0, str(REPO / "src"))

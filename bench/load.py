@@ -19,7 +19,12 @@ import aiohttp
 import msgspec
 
 from knobs import BENCH, CONNECTIONS, LOAD_CPU, OPENSEARCH, SECONDS
+from generator import run_measured
 from opensearch import delete_indices, wait_until_searchable
+
+# Events built ahead per second of load: ids stay unique up to this rate (past it they repeat, which only
+# OpenSearch sees: its create keeps one document per id), at ~0.5 KB of wrk's memory each.
+PREBUILT_PER_SECOND = 40_000
 
 # After knobs, which puts this checkout's src first on sys.path.
 from event_collector.api.validation import decode_event
@@ -28,20 +33,23 @@ from event_collector.shipper.template import index_template
 
 
 def wrk(url: str, token: str, batch: int = 1, pinned: bool = False, write_key: str = "") -> dict[str, float]:
-    """wrk with events.lua: the JWT API, or the tracking API when given a source's write key."""
+    """wrk with events.lua (every request built before the load starts): the JWT API, or the tracking API when
+    given a source's write key. Also returns the generator's headroom (bench/generator.py)."""
     basic = base64.b64encode(f"{write_key}:".encode()).decode() if write_key else ""
-    env = {**os.environ, "BENCH_TOKEN": token, "BENCH_BATCH": str(batch), "BENCH_BASIC": basic}
-    prefix = ["taskset", "-c", LOAD_CPU, "wrk", "-t1"] if pinned else ["wrk", "-t2"]
-    output = subprocess.run(
-        [*prefix, f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(BENCH / "wrk" / "events.lua"),
-         url], env=env, capture_output=True, text=True, check=True).stdout
+    threads = 1 if pinned else 2
+    env = {**os.environ, "BENCH_TOKEN": token, "BENCH_BATCH": str(batch), "BENCH_BASIC": basic,
+           "BENCH_PREBUILT": str(PREBUILT_PER_SECOND * SECONDS // threads)}
+    prefix = ["taskset", "-c", LOAD_CPU] if pinned else []
+    output, generator = run_measured(
+        [*prefix, "wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s",
+         str(BENCH / "wrk" / "events.lua"), url], env, pinned)
     requests = float(re.search(r"(\d+) requests in", output).group(1))
     duration = float(re.search(r"requests in ([\d.]+)s", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
     return {"requests_per_second": requests / duration, "accepted_per_second": (requests - failed) / duration,
-            "errors": failed}
+            "errors": failed, **generator}
 
 
 def oha(url: str, token: str, rate: float) -> dict[str, float]:

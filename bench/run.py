@@ -1,7 +1,8 @@
 """`make bench`: the collector measured against limits measured in the same run, on the same machine.
 
 Figures (each measured BENCH_REPEATS times, interleaved, reported as median with min and max):
-  limit_http        the same server with a handler that only answers 200: the HTTP ceiling
+  limit_http[raw]   an httptools protocol on uvloop that answers 200 without ASGI: the fast path's ceiling
+  limit_http[uvicorn] a bare uvicorn ASGI app (httptools, uvloop) that answers 200
   single            POST /events, one event per request, one worker, 64 connections (wrk)
   single_all_cores  the same on SERVER_WORKERS = CPU count
   latency           p50/p99 at a fixed rate of half of `single` (oha paces its requests)
@@ -22,8 +23,10 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
                     per CPU and an `event-collector index` per CPU; first accept to last document searchable
 Collector figures are taken in both ack modes. The one-worker HTTP figures (limit_http, single, latency)
 pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides of each ratio get one
-core of their own; the other figures use the whole machine. Results: a table on stdout, bench/results/latest.json,
-and bench/results/latest.png.
+core of their own; the other figures use the whole machine. wrk sends requests built before the load starts
+(bench/wrk/events.lua) and its own CPU is measured (bench/generator.py): a round where it was saturated is
+left out, and a figure with no round left is reported as invalid. Results: a table on stdout,
+bench/results/latest.json, latest.md (the tables of RESULTS.md) and latest.png.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from pathlib import Path
 from figures_delivery import DeliveryFigures
 from figures_http import HttpFigures
 from figures_kafka import KafkaFigures
-from knobs import CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, MODES, ONLY, REPEATS, RESULTS, SECONDS, SEED_BIN
-from report import summarise, table, targets
+from knobs import (CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, KAFKA, MODES, ONLY, REPEATS, RESULTS,
+                   SECONDS, SEED_BIN)
+from report import markdown, summarise, table, targets
 
 
 class Bench(HttpFigures, DeliveryFigures, KafkaFigures):
@@ -63,7 +67,15 @@ def main() -> int:
             if ONLY in ("single[kafka]", "kafka"):
                 bench.single_kafka()
                 continue
-            bench.limit_http()
+            bench.limit_http("raw")
+            bench.limit_http("uvicorn")
+            if ONLY == "http":
+                # The pinned one-worker figures alone: the ceilings, the original and both modes.
+                if SEED_BIN:
+                    bench.single_seed()
+                for mode in MODES:
+                    bench.single(mode)
+                continue
             if SEED_BIN:
                 bench.single_seed()
                 bench.searchable("seed")
@@ -80,12 +92,13 @@ def main() -> int:
                 bench.rss_full_buffer(mode)
                 bench.delivery(mode, DELIVERY_RATE)
                 bench.delivery(mode, DISK_RATE)
-            bench.single_kafka()
+            if KAFKA:
+                bench.single_kafka()
             bench.limit_opensearch()
             bench.enrichment()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if ONLY:
+    if ONLY and ONLY != "http":
         return 0
 
     figures = {name: summarise(samples) for name, samples in bench.samples.items()}
@@ -98,6 +111,7 @@ def main() -> int:
         "targets": targets(figures),
     }
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "latest.md").write_text(markdown(result))
     print(table(result))
     from chart import draw
 

@@ -31,6 +31,15 @@ def wait_for(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def stolen_seconds(cpu: str = SERVER_CPU) -> float:
+    """Seconds the hypervisor gave `cpu` to other guests (/proc/stat's steal): on a VM, a slower core shows
+    here and nowhere else."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return int(line.split()[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 class Server:
     """A collector (or the limit app) in its own process group, with its CPU time and memory readable."""
 
@@ -64,6 +73,19 @@ class Server:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / ticks
             except OSError:
+                pass
+        return total
+
+    def waiting_seconds(self) -> float:
+        """Seconds the server's threads were runnable but waited for a CPU (/proc/PID/task/TID/schedstat): on a
+        pinned core, time another process took from it. A figure whose server and generator both waited was
+        set by the machine's load, not by either of them."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    total += int((task / "schedstat").read_text().split()[1]) / 1e9
+            except (OSError, ValueError, IndexError):
                 pass
         return total
 

@@ -117,7 +117,19 @@ def index_name(environment: str, epoch_seconds: float, prefix: str = "events") -
 
 
 def format_timestamp(epoch_seconds: float) -> str:
-    return _second_of(int(epoch_seconds)) + _MILLIS[int(epoch_seconds * 1000) % 1000]
+    global _last_formatted
+    millis = int(epoch_seconds * 1000)
+    last_millis, text = _last_formatted
+    if millis == last_millis:
+        # Thousands of events a second share each millisecond: the text of the last one is reused.
+        return text
+    # The second and the millisecond from the same integer, so that no float rounding splits them.
+    text = _second_of(millis // 1000) + _MILLIS[millis % 1000]
+    _last_formatted = (millis, text)  # one assignment: a reader on another thread sees a matching pair
+    return text
+
+
+_last_formatted: tuple[int, str] = (-1, "")
 
 
 # ".000Z" to ".999Z": a lookup rather than formatting the milliseconds of every event.
