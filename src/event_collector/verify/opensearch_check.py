@@ -1,0 +1,74 @@
+"""Checking in OpenSearch: how many documents each of the run's ids has, over the collector's indices.
+
+One search finds them all: the run's ids share the prefix `verify-<run id>-`, and a composite aggregation on
+`log_id` counts documents per id, a page of 10,000 ids per request. Counting by `log_id` rather than
+fetching by `_id` also finds a copy that landed under another `_id` or in another index: a duplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from ..exceptions import CheckRefused, CheckUnavailable
+from .arguments import Plan
+from .asking import PollResult, error_text, post_json
+
+_PAGE_SIZE = 10_000
+
+
+class OpenSearchCheck:
+    sees_duplicates = True
+
+    def __init__(self, plan: Plan, session: aiohttp.ClientSession, run_id: str) -> None:
+        assert plan.opensearch is not None
+        self.plan = plan
+        self.session = session
+        self.prefix = f"verify-{run_id}-"
+        self.url = (f"{plan.opensearch}/{quote(plan.index_pattern, safe=',*')}/_search"
+                    "?ignore_unavailable=true&allow_no_indices=true")
+        self.headers = {}
+        if plan.opensearch_auth is not None:
+            self.headers["Authorization"] = aiohttp.BasicAuth(*plan.opensearch_auth).encode()
+
+    def describe(self) -> str:
+        return f"OpenSearch {self.plan.opensearch}, indices {self.plan.index_pattern}"
+
+    async def poll(self, outstanding: list[str]) -> PollResult:
+        """Every id of the run found so far (the search is by prefix, so `outstanding` is not needed)."""
+        result = PollResult()
+        after = None
+        try:
+            while True:
+                page = await self._page(after)
+                for bucket in page.get("buckets", []):
+                    result.documents[bucket["key"]["id"]] = bucket["doc_count"]
+                after = page.get("after_key")
+                if not after or len(page.get("buckets", [])) < _PAGE_SIZE:
+                    return result
+        except CheckUnavailable as exc:
+            result.error = str(exc)
+            return result
+
+    async def _page(self, after: dict | None) -> dict[str, Any]:
+        composite: dict[str, Any] = {"size": _PAGE_SIZE, "sources": [{"id": {"terms": {"field": "log_id"}}}]}
+        if after:
+            composite["after"] = after
+        body = {"size": 0, "track_total_hits": False, "query": {"prefix": {"log_id": self.prefix}},
+                "aggs": {"ids": {"composite": composite}}}
+        status, answer, _ = await post_json(self.session, self.url, body, self.plan.timeout_seconds, self.headers)
+        if status in (401, 403):
+            raise CheckRefused(f"OpenSearch refused verify's search ({status}{error_text(answer)}): check the "
+                               "credentials (URL user info or --opensearch-user/--opensearch-password)")
+        if status == 400:
+            raise CheckRefused(f"OpenSearch refused verify's search (400{error_text(answer)}): is "
+                               f"{self.plan.index_pattern!r} the collector's indices, log_id a keyword?")
+        if status != 200 or not isinstance(answer, dict):
+            raise CheckUnavailable(f"OpenSearch answered {status}{error_text(answer)}")
+        shards = answer.get("_shards", {})
+        if shards.get("failed"):
+            # Counts from the shards that answered would be too low: no page of it is taken.
+            raise CheckUnavailable(f"{shards['failed']} of {shards.get('total')} shards did not answer")
+        return answer.get("aggregations", {}).get("ids", {})
