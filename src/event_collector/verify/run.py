@@ -36,7 +36,8 @@ def verify_command(args: argparse.Namespace, parser_error: Callable[[str], None]
 
 
 async def run(plan: Plan, run_id: str | None = None, clock: Callable[[], float] = time.monotonic,
-              progress: TextIO = sys.stderr) -> tuple[Ledger, Observations]:
+              progress: TextIO | None = None) -> tuple[Ledger, Observations]:
+    progress = progress or sys.stderr
     ledger = Ledger(run_id or uuid.uuid4().hex[:12])
     print(f"verify run {ledger.run_id}: ids verify-{ledger.run_id}-0 … -{plan.events - 1}", file=progress, flush=True)
     # Two sessions: a check never waits for a connection behind the events in flight.
