@@ -830,3 +830,9 @@ class Site:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def verify_process(url: str, *options: str) -> subprocess.Popen:
+    """`event-collector verify URL OPTIONS…` as a real process, its output kept in pipes (text)."""
+    return subprocess.Popen([sys.executable, "-m", "event_collector.cli", "verify", url, *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -24,6 +24,7 @@ class PollResult:
 
     documents: dict[str, int] = field(default_factory=dict)     # id -> documents indexed under it
     states: dict[str, dict] = field(default_factory=dict)       # receipts: id -> a receipt other than indexed
+    unsearchable: set[str] = field(default_factory=set)          # OpenSearch: indices that cannot answer
     error: str | None = None
     retry_after_seconds: float | None = None
 

@@ -42,7 +42,7 @@ class OpenSearchCheck:
         after = None
         try:
             while True:
-                page = await self._page(after)
+                page = await self._page(after, result)
                 for bucket in page.get("buckets", []):
                     result.documents[bucket["key"]["id"]] = bucket["doc_count"]
                 after = page.get("after_key")
@@ -52,7 +52,7 @@ class OpenSearchCheck:
             result.error = str(exc)
             return result
 
-    async def _page(self, after: dict | None) -> dict[str, Any]:
+    async def _page(self, after: dict | None, result: PollResult) -> dict[str, Any]:
         composite: dict[str, Any] = {"size": _PAGE_SIZE, "sources": [{"id": {"terms": {"field": "log_id"}}}]}
         if after:
             composite["after"] = after
@@ -69,6 +69,14 @@ class OpenSearchCheck:
             raise CheckUnavailable(f"OpenSearch answered {status}{error_text(answer)}")
         shards = answer.get("_shards", {})
         if shards.get("failed"):
-            # Counts from the shards that answered would be too low: no page of it is taken.
-            raise CheckUnavailable(f"{shards['failed']} of {shards.get('total')} shards did not answer")
+            failures = shards.get("failures", [])
+            # An index whose log_id is not a keyword (made without the collector's template) can never answer
+            # this search: it is named in the report and the others are counted. Any other failure may pass
+            # (a shard moving, a node restarting): counts from the shards that answered would be too low, so
+            # this page is not taken and the next poll asks again.
+            unsearchable = {f.get("index") for f in failures
+                            if f.get("reason", {}).get("type") == "illegal_argument_exception"}
+            if len(failures) < shards["failed"] or len(unsearchable) < len(failures) or None in unsearchable:
+                raise CheckUnavailable(f"{shards['failed']} of {shards.get('total')} shards did not answer")
+            result.unsearchable |= unsearchable
         return answer.get("aggregations", {}).get("ids", {})

@@ -23,6 +23,7 @@ class Observations:
     first_found: dict[str, float] = field(default_factory=dict)   # id -> clock time of the first poll finding it
     documents: dict[str, int] = field(default_factory=dict)       # id -> most documents any poll counted
     states: dict[str, dict] = field(default_factory=dict)         # receipts: id -> last receipt, not indexed
+    unsearchable: set[str] = field(default_factory=set)
     polls: int = 0
     failed_polls: int = 0
     last_poll_error: str | None = None
@@ -55,6 +56,7 @@ class Figures:
     lost_ids: list[str]
     duplicated_ids: list[str]
     lost_states: dict[str, int] | None  # receipts: what the lost events' last receipts said
+    unsearchable_indices: list[str]     # matched the index pattern but cannot be searched by log_id
     exit_code: int
     verdict: str
 
@@ -99,6 +101,7 @@ def figures(plan: Plan, ledger: Ledger, seen: Observations) -> Figures:
         checking_seconds=round(max(seen.ended_at - (ledger.finished_at or seen.ended_at), 0.0), 3),
         polls=seen.polls, failed_polls=seen.failed_polls, last_poll_error=seen.last_poll_error,
         lost_ids=lost_ids[:IDS_SHOWN], duplicated_ids=duplicated_ids[:IDS_SHOWN], lost_states=lost_states,
+        unsearchable_indices=sorted(seen.unsearchable),
         exit_code=exit_code, verdict=verdict)
 
 
@@ -160,6 +163,10 @@ def as_table(result: Figures, plan: Plan) -> str:
     lines = [f"verify run {result.run_id}: {result.sent} events to {result.url} at {plan.rate_per_second:g}/s",
              f"checked in {result.checked_by}, every {plan.poll_interval_seconds:g} s", ""]
     lines += [f"{name:<18}{value}" for name, value in rows]
+    if result.unsearchable_indices:
+        lines += ["", f"not searched: {len(result.unsearchable_indices)} indices match the pattern but their log_id "
+                      f"is not a keyword (made without the collector's template): "
+                      f"{' '.join(result.unsearchable_indices[:IDS_SHOWN])}"]
     lines += ["", result.verdict]
     if result.lost_ids:
         lines.append(f"lost ids (first {IDS_SHOWN}): {' '.join(result.lost_ids)}")

@@ -81,6 +81,7 @@ async def _watch(plan: Plan, ledger: Ledger, check, seen: Observations, sending:
                 seen.documents[log_id] = max(seen.documents.get(log_id, 0), documents)
                 seen.states.pop(log_id, None)
             seen.states.update(result.states)
+            seen.unsearchable |= result.unsearchable
             retry_after = result.retry_after_seconds
         now = seen.ended_at = clock()
         if sending.done():
