@@ -29,8 +29,8 @@ class PollResult:
     retry_after_seconds: float | None = None
 
 
-async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any], timeout_seconds: float,
-                    headers: dict[str, str] | None = None) -> tuple[int, Any, float | None]:
+async def post_json(session: aiohttp.ClientSession, what: str, url: str, body: dict[str, Any],
+                    timeout_seconds: float, headers: dict[str, str] | None = None) -> tuple[int, Any, float | None]:
     """(status, the JSON answer or None when it is not JSON, Retry-After seconds) of one POST.
 
     Raises CheckRefused when TLS refuses the server's certificate (asking again will not help), and
@@ -40,13 +40,13 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, An
                                 timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as response:
             raw = await response.content.read(MAX_ANSWER_BYTES + 1)
             if len(raw) > MAX_ANSWER_BYTES:
-                raise CheckUnavailable(f"{url} answered more than {MAX_ANSWER_BYTES >> 20} MB")
+                raise CheckUnavailable(f"{what} answered more than {MAX_ANSWER_BYTES >> 20} MB")
             return response.status, _json_or_none(raw), retry_after_seconds(response.headers.get("Retry-After"))
     except aiohttp.ClientConnectorCertificateError as exc:
-        raise CheckRefused(f"{url}: TLS refused the certificate ({exc.certificate_error}); "
+        raise CheckRefused(f"{what} at {url}: TLS refused the certificate ({exc.certificate_error}); "
                            "--insecure skips the check") from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise CheckUnavailable(f"{url} did not answer: {type(exc).__name__} {exc}".rstrip()) from None
+        raise CheckUnavailable(f"{what} did not answer ({type(exc).__name__})") from None
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -58,7 +58,8 @@ class OpenSearchCheck:
             composite["after"] = after
         body = {"size": 0, "track_total_hits": False, "query": {"prefix": {"log_id": self.prefix}},
                 "aggs": {"ids": {"composite": composite}}}
-        status, answer, _ = await post_json(self.session, self.url, body, self.plan.timeout_seconds, self.headers)
+        status, answer, _ = await post_json(self.session, "OpenSearch", self.url, body, self.plan.timeout_seconds,
+                                            self.headers)
         if status in (401, 403):
             raise CheckRefused(f"OpenSearch refused verify's search ({status}{error_text(answer)}): check the "
                                "credentials (URL user info or --opensearch-user/--opensearch-password)")

@@ -41,7 +41,7 @@ class ReceiptsCheck:
         return result
 
     async def _ask(self, ids: list[str], result: PollResult) -> None:
-        status, answer, retry_after = await post_json(self.session, self.url, {"ids": ids},
+        status, answer, retry_after = await post_json(self.session, "receipts", self.url, {"ids": ids},
                                                       self.plan.timeout_seconds, self.headers)
         if status in (429, 503) or status >= 500:
             result.retry_after_seconds = retry_after

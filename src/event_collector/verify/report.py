@@ -146,9 +146,10 @@ def as_table(result: Figures, plan: Plan) -> str:
         lost += "    last receipts: " + ", ".join(f"{state} {count}" for state, count in result.lost_states.items())
     duplicated = ("not visible: receipts cannot see duplicates (check with --opensearch)"
                   if result.duplicated is None else str(result.duplicated))
-    polls = f"{result.polls} polls, {result.checking_seconds:.1f} s after the last send"
+    polls = f"{result.polls} polls"
     if result.failed_polls:
-        polls += f"; {result.failed_polls} failed, last: {result.last_poll_error}"
+        polls += f" ({result.failed_polls} failed, last: {result.last_poll_error})"
+    polls += f", done {result.checking_seconds:.1f} s after the last send"
     rows = [
         ("sent", f"{result.sent}    in {result.sending_seconds:.1f} s ({result.sent_per_second:g}/s), "
                  f"{result.requests} requests, {result.resent} resent"),

@@ -1,0 +1,100 @@
+"""`event-collector verify` during failure drills, against real collectors, haproxy and OpenSearch nodes: it
+reports the loss of a misconfigured memory-mode collector killed with kill -9, and passes a durable pair of
+replicas through the kill -9 of one and a restart of OpenSearch. The healthy case: tests/integration/test_verify.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import httpx
+import pytest
+
+from support import (OPENSEARCH_URL, CollectorProcess, Haproxy, StallingProxy, metric, unique_environment,
+                     verify_process, wait_until)
+
+pytestmark = pytest.mark.slow
+
+
+def test_verify_reports_what_a_memory_mode_collector_lost_to_kill_9(collector_factory, opensearch):
+    # Misconfigured on purpose: memory mode, and an OpenSearch path that hangs, so that every event answered
+    # 2xx sits in the process's memory when it is killed.
+    proxy = StallingProxy(int(OPENSEARCH_URL.rsplit(":", 1)[1]))
+    try:
+        collector = collector_factory(ACK_MODE="memory", OPEN_SEARCH_DNS=f"http://127.0.0.1:{proxy.port}",
+                                      OPEN_SEARCH_TIMEOUT_SECONDS=300, BULK_SIZE=50)
+        wait_until(lambda: "index template" in collector.log(), message="the template installed through the proxy")
+        proxy.forwarding.clear()
+        verify = verify_process(collector.url, "--events", "200", "--rate", "100", "--token", collector.token(),
+                                "--opensearch", OPENSEARCH_URL, "--index-pattern", f"events_{collector.environment}_*",
+                                "--deadline", "10", "--json")
+        wait_until(lambda: metric(collector, "event_collector_events_received_total", outcome="created") >= 200,
+                   timeout=60, message="every event answered")
+        collector.process.send_signal(signal.SIGKILL)
+        collector.process.wait(30)
+        assert verify.poll() is None, "verify was still waiting when the collector died"
+        out, err = verify.communicate(timeout=120)
+        assert verify.returncode == 1, out + err
+        report = json.loads(out)
+        # What really happened (read while the stalled path still holds what was on the wire; closing the proxy
+        # lets that through): nothing reached the store, OpenSearch has what it had. verify's figures are those.
+        assert collector.pending_rows() == 0
+        indexed = opensearch.log_id_counts(collector.environment)
+    finally:
+        proxy.close()
+    assert report["sent"] == report["acknowledged"] == 200
+    assert report["indexed"] == len(indexed) and report["duplicated"] == 0 and report["failed_polls"] == 0
+    assert report["lost"] == 200 - len(indexed) > 150
+    assert report["verdict"].startswith(f"FAIL: {report['lost']} of 200 events answered 2xx were not indexed "
+                                        "within 10 s")
+
+
+def test_verify_passes_a_durable_pair_through_a_replica_kill_and_an_opensearch_restart(own_opensearch, tmp_path):
+    """Two durable replicas behind haproxy, each on its own store. While verify sends (resending without a 2xx,
+    as an SDK would), OpenSearch is stopped, one replica gets kill -9 holding events it answered 2xx for and
+    is restarted on its store, and OpenSearch is started again."""
+    environment = unique_environment()
+    replicas = [CollectorProcess(tmp_path, opensearch_url=own_opensearch.url, SERVER_ENVIRONMENT=environment,
+                                 DATABASE=tmp_path / f"replica-{n}.db", ACK_MODE="durable", OPEN_SEARCH_TIMEOUT_SECONDS=5)
+                for n in range(2)]
+    victim = replicas[0]
+    balancer = None
+    try:
+        for replica in replicas:
+            replica.start()
+        balancer = Haproxy(tmp_path, [replica.port for replica in replicas]).start()
+        verify = verify_process(balancer.url, "--events", "600", "--rate", "20", "--token", victim.token(),
+                                "--opensearch", own_opensearch.url, "--index-pattern", f"events_{environment}_*",
+                                "--retries", "5", "--deadline", "180")
+        wait_until(lambda: metric(victim, "event_collector_events_received_total", outcome="created") >= 30,
+                   timeout=60, message="the victim taking events")
+        own_opensearch.stop()
+        taken = metric(victim, "event_collector_events_received_total", outcome="created")
+        wait_until(lambda: metric(victim, "event_collector_events_received_total", outcome="created") >= taken + 30,
+                   timeout=60, message="the victim taking events while OpenSearch is down")
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(30)
+        assert victim.pending_rows() >= 30, "the victim died holding events it had answered 2xx for"
+        victim.http = httpx.Client(base_url=victim.url, timeout=30)
+        victim.start()  # on its own store: what it had acknowledged is delivered from its journal
+        own_opensearch.start()
+        assert verify.poll() is None, "verify ran through both faults"
+        out, err = verify.communicate(timeout=400)
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        for replica in replicas:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.stop()
+    print(f"\n$ event-collector verify {balancer.url} --events 600 --rate 20 --token … --opensearch "
+          f"{own_opensearch.url} --index-pattern events_{environment}_* --retries 5 --deadline 180\n{out}")
+    assert verify.returncode == 0, out + err
+    figures = dict(re.findall(r"^(sent|answered 2xx|indexed|lost|duplicated) +(\d+)", out, re.M))
+    assert figures == {"sent": "600", "answered 2xx": "600", "indexed": "600", "lost": "0", "duplicated": "0"}, out
+    assert "PASS: all 600 events answered 2xx are indexed, each exactly once" in out
+    # OpenSearch's own count agrees: every id of the run, once.
+    run_id = out.split()[2].rstrip(":")
+    counts = own_opensearch.client.log_id_counts(environment)
+    assert counts == {f"verify-{run_id}-{n}": 1 for n in range(600)}
+    assert re.search(r"^checking +\d+ polls \([1-9]\d* failed", out, re.M), "verify saw OpenSearch down"
