@@ -4,8 +4,11 @@ not resent, the receipts contract (chunks, 429, states, 404). Real collectors: t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
+import signal
+import sys
 
 import pytest
 from aiohttp import web
@@ -25,7 +28,8 @@ class StubCollector:
         self.posted: list[tuple[str, dict, str]] = []    # (path, body, Authorization)
         self.first_answer = 200                          # the first attempt of each id; later ones get 200
         self.receipt_requests: list[tuple[list[str], str]] = []
-        self.receipts: dict[str, dict] = {}              # id -> receipt; the rest are "indexed"
+        self.receipts: dict[str, dict] = {}              # id -> receipt; the rest get default_receipt
+        self.default_receipt = {"state": "indexed", "index": "events_x"}
         self.receipts_refusals: list[web.Response] = []  # answered, in turn, before any receipt
         self.has_receipts = True
 
@@ -45,7 +49,7 @@ class StubCollector:
         self.receipt_requests.append((ids, request.headers.get("Authorization", "")))
         if self.receipts_refusals:
             return self.receipts_refusals.pop(0)
-        return web.json_response({"receipts": {i: self.receipts.get(i, {"state": "indexed", "index": "events_x"})
+        return web.json_response({"receipts": {i: self.receipts.get(i, self.default_receipt)
                                                for i in ids}})
 
 
@@ -174,3 +178,18 @@ def test_the_json_has_the_figures_an_operator_scripts_against():
     assert data["lost_ids"] == ["verify-r1-2"] and data["duplicated_ids"] == ["verify-r1-1"]
     assert data["latency"]["p50"] == 1.0 and data["latency"]["max"] == 2.0 and data["statuses"] == {"200": 3}
     assert data["exit_code"] == 1
+
+
+async def test_ctrl_c_ends_the_wait_with_the_figures_so_far_and_exit_2(stub):
+    from support import wait_until_async
+
+    stub.default_receipt = {"state": "pending", "attempts": 1}
+    verify = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "event_collector.cli", "verify", stub.url, "--token", TOKEN, "--events", "5",
+        "--rate", "100", "--deadline", "600", "--poll-interval", "0.1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    await wait_until_async(lambda: len(stub.receipt_requests) >= 3, timeout=30, message="verify waiting on receipts")
+    verify.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(verify.communicate(), 30)
+    assert verify.returncode == 2, out + err
+    assert b"INTERRUPTED: 5 events answered 2xx not found yet" in out and b"answered 2xx      5" in out

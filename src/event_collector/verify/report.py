@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .arguments import Plan
+from .asking import PollResult
 from .sender import Ledger
 
 EXIT_PASSED, EXIT_LOST_OR_DUPLICATED, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -28,7 +29,22 @@ class Observations:
     failed_polls: int = 0
     last_poll_error: str | None = None
     last_poll_failed: bool = False
+    interrupted: bool = False
     ended_at: float = 0.0
+
+    def take(self, result: PollResult, now: float) -> None:
+        """Add what one poll found at clock time `now`."""
+        self.polls += 1
+        self.last_poll_failed = result.error is not None
+        if result.error is not None:
+            self.failed_polls += 1
+            self.last_poll_error = result.error
+        for log_id, documents in result.documents.items():
+            self.first_found.setdefault(log_id, now)
+            self.documents[log_id] = max(self.documents.get(log_id, 0), documents)
+            self.states.pop(log_id, None)
+        self.states.update(result.states)
+        self.unsearchable |= result.unsearchable
 
 
 @dataclass
@@ -111,6 +127,9 @@ def _verdict(plan: Plan, acknowledged: int, lost_ids: list[str], duplicated: int
         return EXIT_CANNOT_CHECK, "CANNOT CHECK: no event was answered 2xx, so there is nothing to check (see answers)"
     if seen.polls == seen.failed_polls:
         return EXIT_CANNOT_CHECK, f"CANNOT CHECK: no check answered ({seen.last_poll_error})"
+    if lost_ids and seen.interrupted:
+        return EXIT_CANNOT_CHECK, (f"INTERRUPTED: {len(lost_ids)} events answered 2xx not found yet; "
+                                   "too early to call them lost")
     if lost_ids and seen.last_poll_failed:
         # Not found, but the last look failed: the events may be there. Only a look that answered says lost.
         return EXIT_CANNOT_CHECK, (f"CANNOT CHECK: {len(lost_ids)} events answered 2xx not found, and the last "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 import uuid
@@ -46,12 +47,23 @@ async def run(plan: Plan, run_id: str | None = None, clock: Callable[[], float] 
                  else ReceiptsCheck(plan, checking_session))
         seen = Observations(check.describe(), check.sees_duplicates)
         sending = asyncio.create_task(send_all(plan, ledger, sending_session, clock))
+        interrupted = _interruption()
         try:
-            await _watch(plan, ledger, check, seen, sending, clock, progress)
+            await _watch(plan, ledger, check, seen, sending, interrupted, clock, progress)
         finally:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+            ledger.finished_at = ledger.finished_at or clock()
     return ledger, seen
+
+
+def _interruption() -> asyncio.Event:
+    """Set by Ctrl-C: the operator ends a long wait and still gets the figures so far (exit 2 if any event
+    answered 2xx was not found yet: too early to call it lost)."""
+    interrupted = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted.set)
+    return interrupted
 
 
 def _session(plan: Plan, connections: int) -> aiohttp.ClientSession:
@@ -60,9 +72,9 @@ def _session(plan: Plan, connections: int) -> aiohttp.ClientSession:
 
 
 async def _watch(plan: Plan, ledger: Ledger, check, seen: Observations, sending: asyncio.Task,
-                 clock: Callable[[], float], progress: TextIO) -> None:
+                 interrupted: asyncio.Event, clock: Callable[[], float], progress: TextIO) -> None:
     """Poll the check every poll interval, while sending and after, until every event answered 2xx has been
-    found or the deadline after the last send has passed."""
+    found, the deadline after the last send has passed, or the operator interrupts."""
     next_progress = clock() + PROGRESS_INTERVAL_SECONDS
     while True:
         started = clock()
@@ -70,18 +82,7 @@ async def _watch(plan: Plan, ledger: Ledger, check, seen: Observations, sending:
         retry_after = None
         if outstanding:
             result = await check.poll(outstanding)
-            now = clock()
-            seen.polls += 1
-            seen.last_poll_failed = result.error is not None
-            if result.error is not None:
-                seen.failed_polls += 1
-                seen.last_poll_error = result.error
-            for log_id, documents in result.documents.items():
-                seen.first_found.setdefault(log_id, now)
-                seen.documents[log_id] = max(seen.documents.get(log_id, 0), documents)
-                seen.states.pop(log_id, None)
-            seen.states.update(result.states)
-            seen.unsearchable |= result.unsearchable
+            seen.take(result, clock())
             retry_after = result.retry_after_seconds
         now = seen.ended_at = clock()
         if sending.done():
@@ -94,4 +95,10 @@ async def _watch(plan: Plan, ledger: Ledger, check, seen: Observations, sending:
             next_progress = now + PROGRESS_INTERVAL_SECONDS
             print(f"verify: sent {len(ledger.events)}/{plan.events}, answered 2xx {len(ledger.acknowledged())}, "
                   f"found {len(seen.first_found)}", file=progress, flush=True)
-        await asyncio.sleep(max(plan.poll_interval_seconds - (clock() - started), retry_after or 0.0, 0.0))
+        pause = max(plan.poll_interval_seconds - (clock() - started), retry_after or 0.0, 0.0)
+        try:
+            await asyncio.wait_for(interrupted.wait(), pause)
+        except asyncio.TimeoutError:
+            continue
+        seen.interrupted = True
+        return
