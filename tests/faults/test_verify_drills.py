@@ -56,7 +56,8 @@ def test_verify_passes_a_durable_pair_through_a_replica_kill_and_an_opensearch_r
     is restarted on its store, and OpenSearch is started again."""
     environment = unique_environment()
     replicas = [CollectorProcess(tmp_path, opensearch_url=own_opensearch.url, SERVER_ENVIRONMENT=environment,
-                                 DATABASE=tmp_path / f"replica-{n}.db", ACK_MODE="durable", OPEN_SEARCH_TIMEOUT_SECONDS=5)
+                                 DATABASE=tmp_path / f"replica-{n}.db", ACK_MODE="durable",
+                                 OPEN_SEARCH_TIMEOUT_SECONDS=5)
                 for n in range(2)]
     victim = replicas[0]
     balancer = None

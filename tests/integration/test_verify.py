@@ -28,7 +28,8 @@ def test_a_healthy_deployment_passes_and_its_figures_agree_with_opensearch(colle
     try:
         code, out, err = run_verify(collector.url, "--events", "300", "--rate", "150", "--token", collector.token(),
                                     "--opensearch", OPENSEARCH_URL,
-                                    "--index-pattern", f"events_{collector.environment}_*", "--deadline", "60", "--json")
+                                    "--index-pattern", f"events_{collector.environment}_*", "--deadline", "60",
+                                    "--json")
     finally:
         opensearch.http.delete(f"/{foreign}")
     assert code == 0, out + err

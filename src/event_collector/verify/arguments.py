@@ -39,7 +39,8 @@ def add_verify_parser(commands: argparse._SubParsersAction) -> argparse.Argument
         "verify", help="send N events through a deployment and check each one answered 2xx is indexed exactly once",
         description="Exit status: 0 every event answered 2xx was indexed once; 1 some were lost or duplicated; "
                     "2 usage error, or the check could not be made (docs/verify.md).")
-    verify.add_argument("url", type=http_url, help="the collector's public base URL, e.g. https://collector.example.com")
+    verify.add_argument("url", type=http_url,
+                        help="the collector's public base URL, e.g. https://collector.example.com")
     verify.add_argument("--events", type=_bounded_int(1, MAX_EVENTS), default=1000, metavar="N",
                         help="events to send (default 1000)")
     verify.add_argument("--rate", type=_bounded_float(MAX_RATE_PER_SECOND), default=100.0, metavar="R",

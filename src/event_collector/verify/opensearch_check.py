@@ -42,17 +42,19 @@ class OpenSearchCheck:
         after = None
         try:
             while True:
-                page = await self._page(after, result)
-                for bucket in page.get("buckets", []):
-                    result.documents[bucket["key"]["id"]] = bucket["doc_count"]
-                after = page.get("after_key")
-                if not after or len(page.get("buckets", [])) < _PAGE_SIZE:
+                answer = await self._page(after)
+                try:
+                    buckets, after = read_page(answer, result)
+                except (AttributeError, KeyError, TypeError, ValueError):
+                    raise CheckRefused(f"{self.plan.opensearch} did not answer as OpenSearch does: is it OpenSearch?"
+                                       ) from None
+                if not after or len(buckets) < _PAGE_SIZE:
                     return result
         except CheckUnavailable as exc:
             result.error = str(exc)
             return result
 
-    async def _page(self, after: dict | None, result: PollResult) -> dict[str, Any]:
+    async def _page(self, after: dict | None) -> dict[str, Any]:
         composite: dict[str, Any] = {"size": _PAGE_SIZE, "sources": [{"id": {"terms": {"field": "log_id"}}}]}
         if after:
             composite["after"] = after
@@ -68,16 +70,24 @@ class OpenSearchCheck:
                                f"{self.plan.index_pattern!r} the collector's indices, log_id a keyword?")
         if status != 200 or not isinstance(answer, dict):
             raise CheckUnavailable(f"OpenSearch answered {status}{error_text(answer)}")
-        shards = answer.get("_shards", {})
-        if shards.get("failed"):
-            failures = shards.get("failures", [])
-            # An index whose log_id is not a keyword (made without the collector's template) can never answer
-            # this search: it is named in the report and the others are counted. Any other failure may pass
-            # (a shard moving, a node restarting): counts from the shards that answered would be too low, so
-            # this page is not taken and the next poll asks again.
-            unsearchable = {f.get("index") for f in failures
-                            if f.get("reason", {}).get("type") == "illegal_argument_exception"}
-            if len(failures) < shards["failed"] or len(unsearchable) < len(failures) or None in unsearchable:
-                raise CheckUnavailable(f"{shards['failed']} of {shards.get('total')} shards did not answer")
-            result.unsearchable |= unsearchable
-        return answer.get("aggregations", {}).get("ids", {})
+        return answer
+
+
+def read_page(answer: dict[str, Any], result: PollResult) -> tuple[list[dict], dict | None]:
+    """Add one page of a search's answer to `result`; return its buckets and the key to the next page."""
+    shards = answer.get("_shards") or {}
+    if shards.get("failed"):
+        failures = shards.get("failures") or []
+        # An index whose log_id is not a keyword (made without the collector's template) can never answer this
+        # search: it is named in the report and the others are counted. Any other failure may pass (a shard
+        # moving, a node restarting): counts from the shards that answered would be too low, so this page is
+        # not taken and the next poll asks again.
+        permanent = [failure["index"] for failure in failures
+                     if (failure.get("reason") or {}).get("type") == "illegal_argument_exception"]
+        if len(permanent) < shards["failed"]:
+            raise CheckUnavailable(f"{shards['failed']} of {shards.get('total')} shards did not answer")
+        result.unsearchable.update(permanent)
+    page = (answer.get("aggregations") or {}).get("ids") or {}
+    buckets = page.get("buckets") or []
+    result.documents.update((bucket["key"]["id"], int(bucket["doc_count"])) for bucket in buckets)
+    return buckets, page.get("after_key")

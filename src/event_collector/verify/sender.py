@@ -21,6 +21,7 @@ EVENT_NAME = "event-collector-verify"
 # Longest wait between resends when the answer gives no Retry-After, and the most a Retry-After is obeyed.
 _MAX_BACKOFF_SECONDS = 10.0
 _MAX_RETRY_AFTER_SECONDS = 30.0
+_ANSWER_BYTES_READ = 64 << 10
 
 
 @dataclass
@@ -88,15 +89,22 @@ async def send_all(plan: Plan, ledger: Ledger, session: aiohttp.ClientSession,
     pacer = Pacer(plan.rate_per_second, clock)
     slots = asyncio.Semaphore(plan.concurrency)
     headers = {"Authorization": credentials_header(plan), "Content-Type": "application/json"}
-    tasks = []
+    in_flight: set[asyncio.Task] = set()  # only those not done: a run of a million events keeps no million tasks
     ledger.started_at = clock()
-    for n in range(plan.events):
-        await pacer.wait()
-        await slots.acquire()  # at most plan.concurrency in flight: the pacer falls behind rather than pile up
-        sent = ledger.new_event()
-        body = event_body(plan, ledger.run_id, n, sent.log_id)
-        tasks.append(asyncio.create_task(_deliver(plan, ledger, session, sent, body, headers, slots, clock)))
-    await asyncio.gather(*tasks)
+    try:
+        for n in range(plan.events):
+            await pacer.wait()
+            await slots.acquire()  # at most plan.concurrency in flight: the pacer falls behind rather than pile up
+            sent = ledger.new_event()
+            body = event_body(plan, ledger.run_id, n, sent.log_id)
+            task = asyncio.create_task(_deliver(plan, ledger, session, sent, body, headers, slots, clock))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        while in_flight:
+            await asyncio.gather(*in_flight)
+    finally:
+        for task in in_flight:
+            task.cancel()
     ledger.finished_at = clock()
 
 
@@ -123,7 +131,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: 
     try:
         async with session.post(url, data=body, headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as response:
-            await response.read()
+            await response.content.read(_ANSWER_BYTES_READ)  # the status is the answer; a body is not needed
             return response.status, retry_after_seconds(response.headers.get("Retry-After"))
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return type(exc).__name__, None
