@@ -11,7 +11,7 @@ import signal
 import httpx
 import pytest
 
-from support import (OPENSEARCH_URL, CollectorProcess, Haproxy, StallingProxy, metric, unique_environment,
+from support import (OPENSEARCH_URL, CollectorProcess, StallingProxy, behind_haproxy, metric, unique_environment,
                      verify_process, wait_until)
 
 pytestmark = pytest.mark.slow
@@ -26,15 +26,15 @@ def test_verify_reports_what_a_memory_mode_collector_lost_to_kill_9(collector_fa
                                       OPEN_SEARCH_TIMEOUT_SECONDS=300, BULK_SIZE=50)
         wait_until(lambda: "index template" in collector.log(), message="the template installed through the proxy")
         proxy.forwarding.clear()
-        verify = verify_process(collector.url, "--events", "200", "--rate", "100", "--token", collector.token(),
-                                "--opensearch", OPENSEARCH_URL, "--index-pattern", f"events_{collector.environment}_*",
-                                "--deadline", "10", "--json")
-        wait_until(lambda: metric(collector, "event_collector_events_received_total", outcome="created") >= 200,
-                   timeout=60, message="every event answered")
-        collector.process.send_signal(signal.SIGKILL)
-        collector.process.wait(30)
-        assert verify.poll() is None, "verify was still waiting when the collector died"
-        out, err = verify.communicate(timeout=120)
+        with verify_process(collector.url, "--events", "200", "--rate", "100", "--token", collector.token(),
+                            "--opensearch", OPENSEARCH_URL, "--index-pattern", f"events_{collector.environment}_*",
+                            "--deadline", "10", "--json") as verify:
+            wait_until(lambda: metric(collector, "event_collector_events_received_total", outcome="created") >= 200,
+                       timeout=60, message="every event answered")
+            collector.process.send_signal(signal.SIGKILL)
+            collector.process.wait(30)
+            assert verify.poll() is None, "verify was still waiting when the collector died"
+            out, err = verify.communicate(timeout=120)
         assert verify.returncode == 1, out + err
         report = json.loads(out)
         # What really happened (read while the stalled path still holds what was on the wire; closing the proxy
@@ -60,14 +60,10 @@ def test_verify_passes_a_durable_pair_through_a_replica_kill_and_an_opensearch_r
                                  OPEN_SEARCH_TIMEOUT_SECONDS=5)
                 for n in range(2)]
     victim = replicas[0]
-    balancer = None
-    try:
-        for replica in replicas:
-            replica.start()
-        balancer = Haproxy(tmp_path, [replica.port for replica in replicas]).start()
-        verify = verify_process(balancer.url, "--events", "600", "--rate", "20", "--token", victim.token(),
-                                "--opensearch", own_opensearch.url, "--index-pattern", f"events_{environment}_*",
-                                "--retries", "5", "--deadline", "180")
+    with behind_haproxy(tmp_path, replicas) as balancer, verify_process(
+            balancer.url, "--events", "600", "--rate", "20", "--token", victim.token(), "--opensearch",
+            own_opensearch.url, "--index-pattern", f"events_{environment}_*", "--retries", "5", "--deadline", "180"
+    ) as verify:
         wait_until(lambda: metric(victim, "event_collector_events_received_total", outcome="created") >= 30,
                    timeout=60, message="the victim taking events")
         own_opensearch.stop()
@@ -82,12 +78,6 @@ def test_verify_passes_a_durable_pair_through_a_replica_kill_and_an_opensearch_r
         own_opensearch.start()
         assert verify.poll() is None, "verify ran through both faults"
         out, err = verify.communicate(timeout=400)
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for replica in replicas:
-            if replica.process is not None and replica.process.poll() is None:
-                replica.stop()
     print(f"\n$ event-collector verify {balancer.url} --events 600 --rate 20 --token … --opensearch "
           f"{own_opensearch.url} --index-pattern events_{environment}_* --retries 5 --deadline 180\n{out}")
     assert verify.returncode == 0, out + err

@@ -14,8 +14,8 @@ EVENT_NAME = "event-collector-verify"
 
 
 def run_verify(url: str, *options: str, timeout: float = 180) -> tuple[int, str, str]:
-    process = verify_process(url, *options)
-    out, err = process.communicate(timeout=timeout)
+    with verify_process(url, *options) as process:
+        out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
 
 
