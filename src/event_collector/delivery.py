@@ -15,6 +15,7 @@ from . import metrics
 from .buffer import Buffer
 from .envelope import Envelope
 from .exceptions import StoreError
+from .in_flight import InFlightBook
 from .outcomes import Failure, Outcome
 from .pending import PendingStore
 
@@ -22,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryPolicy:
-    def __init__(self, store: PendingStore, buffer: Buffer) -> None:
+    def __init__(self, store: PendingStore, buffer: Buffer, book: InFlightBook | None = None) -> None:
+        """`book`: the Collector's book of events in flight (in_flight.py), told of every event settled."""
         self._store = store
         self._buffer = buffer
+        self._book = book if book is not None else InFlightBook(0)
         # Events answered 2xx that could be kept nowhere (logged as CRITICAL).
         self.lost = 0
 
@@ -33,6 +36,7 @@ class DeliveryPolicy:
         setback = False
         if outcome.delivered:
             metrics.events_delivered.inc(len(outcome.delivered))
+            self._book.delivered(outcome.delivered)
         try:
             await self._store.delivered(outcome.delivered)
         except StoreError as exc:
@@ -49,6 +53,7 @@ class DeliveryPolicy:
             metrics.events_dead_lettered.inc(len(outcome.rejected))
             try:
                 await self._store.dead_letter(outcome.rejected)
+                self._book.settled(f.envelope for f in outcome.rejected)
             except StoreError as exc:
                 log.error("could not dead-letter %d events, retrying them instead: %s", len(outcome.rejected), exc)
                 setback = self._requeue([f.envelope for f in outcome.rejected]) or setback
@@ -59,6 +64,7 @@ class DeliveryPolicy:
         metrics.events_retried.inc(len(failures))
         try:
             await self._store.retry_later(failures, count_attempt=count_attempt)
+            self._book.settled(f.envelope for f in failures)
         except StoreError as exc:
             log.error("pending store failed, keeping %d events in memory: %s", len(failures), exc)
             return self._requeue([f.envelope for f in failures])

@@ -86,6 +86,28 @@ class _TrackedDocument(_Document):
     message_id_generated: bool
 
 
+class DocumentOwner(msgspec.Struct):
+    """Who sent a document, as the document says: the JWT API's `user_id` (its token's `sub`) and no `source`;
+    a tracking message's `source` (api/receipts_route.py answers a receipt only to its sender)."""
+
+    user_id: str | None = None
+    source: str | None = None
+
+
+_decode_owner = msgspec.json.Decoder(DocumentOwner).decode
+_NO_OWNER = DocumentOwner()
+
+
+def document_owner(document: bytes | str | None) -> DocumentOwner:
+    """The owner fields of an encoded document; nobody's when it is missing or unreadable (a damaged row)."""
+    if not document:
+        return _NO_OWNER
+    try:
+        return _decode_owner(document)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _NO_OWNER
+
+
 def index_name(environment: str, epoch_seconds: float, prefix: str = "events") -> str:
     """`{prefix}_{environment}_{YYYY}-{M}`: the prefix is `events`, or a source's (sources.py). From a time
     that is the same on every resend of the event (EventTime.index_time), never the flush time, so a retry

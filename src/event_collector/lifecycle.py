@@ -19,6 +19,7 @@ from .collecting import CREATED, PENDING, StopSignals
 from .delivery import DeliveryPolicy
 from .envelope import Envelope
 from .exceptions import StoreError, StoreFull
+from .in_flight import InFlightBook
 from .pending import open_store
 from .pending.janitor import Janitor
 from .pending.replayer import Replayer
@@ -47,8 +48,10 @@ class Collector(StopSignals):
         self.batcher = Batcher(self.buffer, settings.bulk_workers, settings.flush_interval_seconds,
                                settings.bulk_linger_seconds,
                                AdaptiveConcurrency(settings.bulk_workers, adaptive=settings.bulk_adaptive_concurrency))
+        # Accepted events not settled yet, for receipts: at most the buffer and the senders' batches.
+        self.book = InFlightBook(settings.queue_capacity + settings.bulk_workers * settings.bulk_size)
         # What OpenSearch's answers mean for the store and the buffer, decided in one place for every sender.
-        self.delivery = DeliveryPolicy(self.store, self.buffer)
+        self.delivery = DeliveryPolicy(self.store, self.buffer, self.book)
         shipper = Shipper(self.client, self.template)
         self.senders = [Sender(self.batcher, shipper, self.breaker, self.buffer, self.delivery)
                         for _ in range(settings.bulk_workers)]
@@ -110,6 +113,7 @@ class Collector(StopSignals):
         if self.settings.ack_mode == "durable" and len(envelopes) <= self.buffer.free_space:
             await self.store.add(envelopes, leased=True)
             taken = self.buffer.offer_many(envelopes)
+            self.book.accepted(envelopes if taken == len(envelopes) else envelopes[:taken])
             if taken < len(envelopes):  # others filled the buffer while this commit ran
                 await self._release_overflow(envelopes[taken:])
         elif self.settings.ack_mode == "durable":
@@ -119,6 +123,7 @@ class Collector(StopSignals):
             taken = 0
         elif len(envelopes) <= self.buffer.free_space:
             taken = self.buffer.offer_many(envelopes)
+            self.book.accepted(envelopes if taken == len(envelopes) else envelopes[:taken])
             if taken < len(envelopes):  # the buffer closed while the body was read: keep the rest
                 await self.store.add(envelopes[taken:], leased=False, enforce_cap=False)
         else:

@@ -103,6 +103,18 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+# Receipts (POST /v1/receipts, api/receipts_route.py).
+receipts_requests = Counter(
+    "event_collector_receipts_requests_total",
+    "Receipts requests, by outcome: answered, invalid (400), unauthorized (401), forbidden (403, origin), "
+    "too_large (413), timeout (408), rate_limited (429), unavailable (503: OpenSearch or the store could not be asked)",
+    ["outcome"], registry=REGISTRY,
+)
+receipts_answered = Counter(
+    "event_collector_receipts_total", "Receipts answered (one per id asked), by state", ["state"], registry=REGISTRY,
+)
+
+
 # The pending store (pending/).
 store_replaced = Counter(
     "event_collector_store_replaced_total",

@@ -112,6 +112,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Events per second each user (token `sub`) may send, with a burst; 0 turns the limit off.
     rate_limit_per_user: _Rate = 0.0
     rate_limit_burst: _NotNegative = 0
+    # Receipts requests (POST /v1/receipts) per second each caller (user or source) may make, with a burst
+    # of two seconds' worth; 0 turns the limit off.
+    receipts_rate_limit: _Rate = 10.0
     retry_backoff_base_seconds: _Seconds = 1.0
     retry_backoff_max_seconds: _Seconds = 600.0
     max_delivery_attempts: _AtLeastOne = 20

@@ -18,11 +18,11 @@ FLOORS = {
     "settings": 1, "sources": 1,
     "retry": 2, "enrich": 2, "collecting": 2,
     "envelope": 3,
-    "outcomes": 4, "buffer": 4,
+    "outcomes": 4, "buffer": 4, "in_flight": 4,
     "pending": 5, "shipper": 5,
     "delivery": 6, "kafka": 6,
     "lifecycle": 7,
-    "modes": 8, "tools": 8, "verify": 8,
+    "modes": 8, "tools": 8, "receipts": 8, "verify": 8,
     "api": 9,
     "cli": 10,
 }

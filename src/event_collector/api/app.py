@@ -1,8 +1,9 @@
 """The HTTP API as a bare ASGI application: no framework on the hot path.
 
 Routes: GET /ping, POST /events, POST /events/batch, POST /events/beacon (api/routes.py, each run through the
-one ingest pipeline: api/pipeline.py), GET /metrics, GET /livez and GET /readyz (probes.py); OPTIONS on the
-ingest routes when CORS is on (api/cors.py). The lifespan protocol starts and stops the Collector, so
+one ingest pipeline: api/pipeline.py), the tracking API (api/tracking_routes.py), POST /v1/receipts
+(api/receipts_route.py), GET /metrics, GET /livez and GET /readyz (probes.py); OPTIONS on the POST routes
+when CORS is on (api/cors.py). The lifespan protocol starts and stops the Collector, so
 whatever serves this app (uvicorn here) drives the pipeline's lifecycle.
 """
 
@@ -16,7 +17,9 @@ from typing import Any
 from .. import metrics
 from ..collecting import CREATED
 from ..exceptions import InvalidEvent, StoreError
+from ..lifecycle import Collector
 from ..modes import AnyCollector, open_collector
+from ..receipts import Receipts
 from ..settings import Settings
 from ..sources import Sources
 from . import probes
@@ -28,8 +31,9 @@ from .cors import CorsPolicy, is_preflight
 from .deadlines import BodyReadDeadlines
 from .keys import KeyRing
 from .pipeline import IngestPipeline, Route
+from .receipts_route import RECEIPTS_PATH, ReceiptsRoute
 from .routes import ingest_routes
-from .tracking_routes import tracking_routes
+from .tracking_routes import WriteKey, tracking_routes
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +50,17 @@ class CollectorApp:
         self.sources = Sources(settings.sources_file, settings.server_environment)
         # Without JWT_SECRET nor JWT_JWKS_FILE (a collector of sources alone) the JWT API answers 401.
         self.routes = tracking_routes(self.sources)
-        self._tracking_paths = frozenset(self.routes)
+        # Routes a source's write key may call: their CORS is the sources' (and CORS_ALLOWED_ORIGINS').
+        self._tracking_paths = frozenset(self.routes) | {RECEIPTS_PATH}
         self._tracking_cors: tuple[object, CorsPolicy | None] = (None, None)
-        self.routes |= ingest_routes(settings, TokenVerifier(KeyRing.from_settings(settings)))
+        verifier = TokenVerifier(KeyRing.from_settings(settings))
+        self.routes |= ingest_routes(settings, verifier)
+        # In ACK_MODE=kafka this process keeps nothing: receipts come from OpenSearch alone.
+        if isinstance(self.collector, Collector):
+            self.receipts = Receipts(settings, self.collector.client, self.collector.store, self.collector.book)
+        else:
+            self.receipts = Receipts(settings, None, None, None)
+        self.receipts_route = ReceiptsRoute(settings, verifier, WriteKey(self.sources), self.receipts)
         self.pipeline = IngestPipeline(settings)
         self.cors = CorsPolicy.from_setting(settings.cors_allowed_origins)
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
@@ -85,6 +97,7 @@ class CollectorApp:
                     if task is not None:
                         task.cancel()
                 await self.collector.stop()
+                await self.receipts.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -92,7 +105,7 @@ class CollectorApp:
         # Route on the path as sent: "/events%2Fbatch" is not "/events/batch".
         path, method = scope.get("raw_path") or scope["path"].encode(), scope["method"]
         route = self.routes.get(path)
-        if route is not None:
+        if route is not None or path == RECEIPTS_PATH:
             cors = self.cors if path not in self._tracking_paths else self._sources_cors()
             if cors is not None:
                 origin = cors.allowed_origin(scope["headers"])
@@ -106,6 +119,8 @@ class CollectorApp:
                 await send_answer(send, answer(405, {"error": "use POST"}, [(b"allow", allowed)]))
             elif not self.collector.accepting:
                 await send_answer(send, unavailable_answer("the collector is shutting down"))
+            elif route is None:
+                await self.receipts_route(scope, receive, send, self.deadlines)
             else:
                 await self._ingest(scope, receive, send, route)
         elif path in _READ_ROUTES:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..envelope import build_tracked_envelope
 from ..exceptions import AuthError, InvalidEvent
-from ..sources import Sources
+from ..sources import Source, Sources
 from .answers import Answer, answer, refused
 from .pipeline import IngestPipeline, IngestRequest, Route
 from .tracking import SHORT_TYPES, TYPES, Tracked, decode_many, decode_one
@@ -42,17 +42,21 @@ class WriteKey:
         key = basic_user(request.headers.get(b"authorization"))
         if key is None and isinstance(request.batch, Tracked):
             key = request.batch.write_key
+        request.source = self.source_of(key, request.headers.get(b"origin"))
+        return request.source.name
+
+    def source_of(self, key: str | None, origin: bytes | None) -> Source:
+        """The source of a write key, sent from `origin` (a browser's Origin header, if any); or AuthError, or
+        OriginNotAllowed (403)."""
         source = self.sources.book.by_key(key) if key else None
         if source is None:
             raise AuthError("unknown or missing write key: send a source's key as HTTP Basic's user name (empty "
                             "password) or as writeKey in the body")
-        origin = request.headers.get(b"origin")
         if origin is not None and not _allows(source.allowed_origins, origin):
             # A browser page of an origin the source does not name: its events are not the source's.
             raise OriginNotAllowed(f"origin {origin.decode('latin-1')!r} is not in source {source.name!r}'s "
                                    "allowed_origins")
-        request.source = source
-        return source.name
+        return source
 
 
 def basic_user(authorization: bytes | None) -> str | None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..envelope import Envelope
 from ..outcomes import Failure
+from .lookup import StoredReceipts
 
 __all__ = ["DeadLetter", "Failure", "PendingStatistics", "PendingStore"]
 
@@ -89,6 +90,9 @@ class PendingStore(Protocol):
         may use the room kept for draining."""
 
     async def statistics(self) -> PendingStatistics: ...
+
+    async def receipts(self, log_ids: list[str]) -> StoredReceipts:
+        """The pending rows and dead letters of these events, every process's (POST /v1/receipts)."""
 
     # -- upkeep, by one janitor per store ------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..envelope import Envelope
 from ..exceptions import StoreError, StoreFull
 from ..retry import backoff_seconds
-from . import copying, journal, rows, schema, statistics
+from . import copying, journal, lookup, rows, schema, statistics
 from .base import DeadLetter, Failure, PendingStatistics
 from .engine import Engine, Together, out_of_space
 from .files_watch import watch_files
@@ -254,6 +254,9 @@ class SqliteStore:
 
     async def statistics(self) -> PendingStatistics:
         return await statistics.read(self.engine)
+
+    async def receipts(self, log_ids: list[str]) -> lookup.StoredReceipts:
+        return await self.engine.call(lambda connection: lookup.find(connection, log_ids))
 
     # -- upkeep and the operator's tools: maintenance.py ---------------------------------------------
 
