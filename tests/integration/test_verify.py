@@ -1,6 +1,7 @@
 """`event-collector verify` against real collector processes and the real OpenSearch node: a healthy
-deployment passes, through the JWT API and the tracking API, and the figures agree with OpenSearch's own.
-The drills (kill -9, OpenSearch restarted): tests/faults/test_verify_drills.py."""
+deployment passes, through the JWT API and the tracking API, checked in OpenSearch or through the receipts,
+and the figures agree with OpenSearch's own. The drills (kill -9, OpenSearch restarted):
+tests/faults/test_verify_drills.py."""
 
 from __future__ import annotations
 
@@ -68,3 +69,25 @@ def test_credentials_opensearch_refuses_stop_the_run_with_exit_2(collector, open
         guarded.stop()
     assert code == 2 and out == ""
     assert "OpenSearch refused verify's search (401" in err and "wrong" not in err
+
+
+def test_a_healthy_deployment_passes_through_receipts_alone_which_cannot_see_duplicates(collector, opensearch):
+    code, out, err = run_verify(collector.url, "--events", "300", "--rate", "150", "--token", collector.token(),
+                                "--deadline", "60", "--json")
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["sent"] == report["acknowledged"] == report["indexed"] == 300 and report["lost"] == 0
+    assert report["duplicated"] is None and report["lost_states"] == {}
+    assert report["checked_by"].startswith(f"receipts {collector.url}/v1/receipts")
+    assert report["verdict"] == "PASS: all 300 events answered 2xx are indexed, (receipts cannot see duplicates)"
+    # What the receipts said is what OpenSearch holds.
+    assert opensearch.log_id_counts(collector.environment) == {f"verify-{report['run_id']}-{n}": 1 for n in range(300)}
+
+
+def test_a_source_checks_its_events_through_receipts_with_its_write_key(collector_factory, opensearch, tmp_path):
+    tracking = collector_factory(SOURCES_FILE=str(sources_file(tmp_path)), JWT_SECRET="")
+    code, out, err = run_verify(tracking.url, "--events", "100", "--rate", "200", "--write-key", KEY,
+                                "--deadline", "60")
+    assert code == 0, out + err
+    assert "duplicated        not visible: receipts cannot see duplicates (check with --opensearch)" in out
+    assert "indexed           100" in out
