@@ -79,7 +79,7 @@ def test_a_healthy_deployment_passes_through_receipts_alone_which_cannot_see_dup
     assert report["sent"] == report["acknowledged"] == report["indexed"] == 300 and report["lost"] == 0
     assert report["duplicated"] is None and report["lost_states"] == {}
     assert report["checked_by"].startswith(f"receipts {collector.url}/v1/receipts")
-    assert report["verdict"] == "PASS: all 300 events answered 2xx are indexed, (receipts cannot see duplicates)"
+    assert report["verdict"] == "PASS: all 300 events answered 2xx are indexed (receipts cannot see duplicates)"
     # What the receipts said is what OpenSearch holds.
     assert opensearch.log_id_counts(collector.environment) == {f"verify-{report['run_id']}-{n}": 1 for n in range(300)}
 

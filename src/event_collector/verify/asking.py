@@ -63,5 +63,5 @@ def error_text(answer: Any) -> str:
         if isinstance(error, dict):
             error = error.get("reason") or error.get("type")
         if isinstance(error, str):
-            return f": {error[:300]}"
+            return f": {error[:200]}"
     return ""

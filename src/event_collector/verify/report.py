@@ -142,8 +142,8 @@ def _verdict(plan: Plan, acknowledged: int, lost_ids: list[str], duplicated: int
         problems.append(f"{duplicated} documents more than one per id")
     if problems:
         return EXIT_LOST_OR_DUPLICATED, "FAIL: " + "; ".join(problems)
-    once = "each exactly once" if seen.sees_duplicates else "(receipts cannot see duplicates)"
-    return EXIT_PASSED, f"PASS: all {acknowledged} events answered 2xx are indexed, {once}"
+    once = ", each exactly once" if seen.sees_duplicates else " (receipts cannot see duplicates)"
+    return EXIT_PASSED, f"PASS: all {acknowledged} events answered 2xx are indexed{once}"
 
 
 def as_json(result: Figures) -> str:
