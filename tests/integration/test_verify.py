@@ -91,3 +91,21 @@ def test_a_source_checks_its_events_through_receipts_with_its_write_key(collecto
     assert code == 0, out + err
     assert "duplicated        not visible: receipts cannot see duplicates (check with --opensearch)" in out
     assert "indexed           100" in out
+
+
+def test_opensearch_tls_is_verified_unless_insecure(collector, opensearch, tmp_path):
+    from certificates import CertificateAuthority
+
+    issued = CertificateAuthority(tmp_path, "private").issue("nginx", server=True)
+    (tmp_path / "nginx").mkdir()
+    tls = Nginx(tmp_path / "nginx").start(tls=(issued.certificate, issued.key))
+    try:
+        options = ["--events", "20", "--rate", "100", "--token", collector.token(), "--opensearch", tls.url,
+                   "--index-pattern", f"events_{collector.environment}_*", "--deadline", "30"]
+        refused_code, refused_out, refused_err = run_verify(collector.url, *options)
+        code, out, err = run_verify(collector.url, *options, "--insecure")
+    finally:
+        tls.stop()
+    assert refused_code == 2 and refused_out == "", refused_out + refused_err
+    assert "TLS refused the certificate" in refused_err and "--insecure skips the check" in refused_err
+    assert code == 0 and "PASS: all 20 events answered 2xx are indexed, each exactly once" in out, out + err
