@@ -193,3 +193,14 @@ async def test_ctrl_c_ends_the_wait_with_the_figures_so_far_and_exit_2(stub):
     out, err = await asyncio.wait_for(verify.communicate(), 30)
     assert verify.returncode == 2, out + err
     assert b"INTERRUPTED: 5 events answered 2xx not found yet" in out and b"answered 2xx      5" in out
+
+
+async def test_an_oversized_answer_is_not_read_and_counts_as_a_failed_poll(stub, monkeypatch):
+    from event_collector.verify import asking
+
+    monkeypatch.setattr(asking, "MAX_ANSWER_BYTES", 2000)
+    stub.default_receipt = {"state": "indexed", "index": "x" * 500}
+    verify_plan = plan(stub, "--events", "10", "--token", TOKEN, "--deadline", "0.3")
+    result = figures(verify_plan, *await run(verify_plan))
+    assert result.polls == result.failed_polls >= 1 and "receipts answered more than" in result.last_poll_error
+    assert result.indexed == 0 and result.exit_code == 2  # never a loss it could not see
