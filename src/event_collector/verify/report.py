@@ -109,8 +109,10 @@ def figures(plan: Plan, ledger: Ledger, seen: Observations) -> Figures:
         statuses={str(status): count for status, count in sorted(ledger.statuses.items())},
         transport_errors=dict(sorted(ledger.transport_errors.items())),
         requests=sum(len(sent.answers) for sent in ledger.events), resent=ledger.resent,
-        latency={"p50": percentile(delays, 50), "p95": percentile(delays, 95), "p99": percentile(delays, 99),
-                 "max": max(delays, default=None), "count": len(delays),
+        latency={**{name: _milliseconds(value) for name, value in (
+                    ("p50", percentile(delays, 50)), ("p95", percentile(delays, 95)), ("p99", percentile(delays, 99)),
+                    ("max", max(delays, default=None)))},
+                 "count": len(delays),
                  "resolution_seconds": plan.poll_interval_seconds},
         sending_seconds=round(sending_seconds, 3),
         sent_per_second=round(len(ledger.events) / sending_seconds, 1) if sending_seconds > 0 else 0.0,
@@ -119,6 +121,11 @@ def figures(plan: Plan, ledger: Ledger, seen: Observations) -> Figures:
         lost_ids=lost_ids[:IDS_SHOWN], duplicated_ids=duplicated_ids[:IDS_SHOWN], lost_states=lost_states,
         unsearchable_indices=sorted(seen.unsearchable),
         exit_code=exit_code, verdict=verdict)
+
+
+def _milliseconds(seconds: float | None) -> float | None:
+    """Seconds to the millisecond: the figures are good to a poll interval, more digits would say otherwise."""
+    return None if seconds is None else round(seconds, 3)
 
 
 def _verdict(plan: Plan, acknowledged: int, lost_ids: list[str], duplicated: int,
