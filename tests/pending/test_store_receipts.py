@@ -7,7 +7,7 @@ from event_collector.envelope import DocumentOwner, Envelope
 from event_collector.in_flight import InFlightBook
 from event_collector.outcomes import Failure, Outcome
 from event_collector.pending import SqliteStore, lookup
-from support import Clock, query
+from support import Clock, query, write_store_of_schema_2
 from test_delivery_policy import FailingStore
 
 
@@ -46,6 +46,21 @@ async def test_the_lookups_use_the_log_id_indices_and_sort_nothing(tmp_path):
     for sql, index in ((lookup.PENDING_QUERY, "pending_log_id"), (lookup.DEAD_LETTER_QUERY, "dead_letter_log_id")):
         plan = " ".join(row[-1] for row in query(path, f"EXPLAIN QUERY PLAN {sql}", '["a", "b"]'))
         assert f"USING INDEX {index} (log_id=?)" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_a_store_of_an_earlier_schema_gets_the_indices_and_its_rows_are_found(tmp_path):
+    path = tmp_path / "pending.db"
+    write_store_of_schema_2(path, [("old-row", "events_t_2026-12", b'{"user_id":"u1"}', 1000.0, 3, 1500.0, None,
+                                    "503 unavailable")])
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        found = await store.receipts(["old-row"])
+        assert (found.pending["old-row"].attempts, found.pending["old-row"].owner) == (3, DocumentOwner("u1"))
+    finally:
+        await store.close()
+    indices = {name for (name,) in query(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"pending_log_id", "dead_letter_log_id"} <= indices
 
 
 async def test_of_several_rows_of_one_log_id_the_newest_answers(tmp_path):
