@@ -109,3 +109,22 @@ def test_opensearch_tls_is_verified_unless_insecure(collector, opensearch, tmp_p
     assert refused_code == 2 and refused_out == "", refused_out + refused_err
     assert "TLS refused the certificate" in refused_err and "--insecure skips the check" in refused_err
     assert code == 0 and "PASS: all 20 events answered 2xx are indexed, each exactly once" in out, out + err
+
+
+def test_a_pattern_of_indices_without_the_template_only_is_a_search_that_finds_nothing(collector, opensearch):
+    # OpenSearch refuses the whole search (400, all shards failed) when every index of the pattern has a text
+    # log_id: verify reads that as nothing found there, names the indices, and does not stop.
+    foreign = f"events_{collector.environment}_1999-1"
+    opensearch.http.put(f"/{foreign}", json={"settings": {"number_of_shards": 2, "number_of_replicas": 0},
+                                             "mappings": {"properties": {"log_id": {"type": "text"}}}}
+                        ).raise_for_status()
+    try:
+        code, out, err = run_verify(collector.url, "--events", "10", "--rate", "100", "--token", collector.token(),
+                                    "--opensearch", OPENSEARCH_URL, "--index-pattern", foreign, "--deadline", "2",
+                                    "--json")
+    finally:
+        opensearch.http.delete(f"/{foreign}")
+    assert code == 1, out + err
+    report = json.loads(out)
+    assert report["unsearchable_indices"] == [foreign] and report["failed_polls"] == 0
+    assert report["acknowledged"] == report["lost"] == 10

@@ -39,6 +39,14 @@ def test_every_shard_of_an_index_without_the_template_is_named_and_the_rest_coun
     assert result.documents == {"a": 1} and result.unsearchable == {"events_old_2025-1"}
 
 
+def test_failures_of_one_index_listed_once_for_several_shards_are_still_that_index():
+    grouped = answer([bucket("a")], [{"shard": 0, "index": "events_old_2025-1", "reason": TEXT_LOG_ID}])
+    grouped["_shards"]["failed"] = 3  # three shards of it failed; OpenSearch groups them into one line
+    result = PollResult()
+    read_page(grouped, result)
+    assert result.documents == {"a": 1} and result.unsearchable == {"events_old_2025-1"}
+
+
 def test_a_shard_that_did_not_answer_makes_the_page_unusable():
     failures = [{"shard": 0, "index": "events_old_2025-1", "reason": TEXT_LOG_ID},
                 {"shard": 1, "index": "events_x_2026-12", "reason": {"type": "no_shard_available_action_exception"}}]

@@ -65,6 +65,11 @@ class OpenSearchCheck:
         if status in (401, 403):
             raise CheckRefused(f"OpenSearch refused verify's search ({status}{error_text(answer)}): check the "
                                "credentials (URL user info or --opensearch-user/--opensearch-password)")
+        if status == 400 and _all_shards_unsearchable(answer):
+            # Every index of the pattern lacks the collector's template (say, before the first bulk made the
+            # collector's own): OpenSearch refuses the whole search. That is a page with nothing in it.
+            failures = answer["error"]["failed_shards"]
+            return {"_shards": {"total": len(failures), "failed": len(failures), "failures": failures}}
         if status == 400:
             raise CheckRefused(f"OpenSearch refused verify's search (400{error_text(answer)}): is "
                                f"{self.plan.index_pattern!r} the collector's indices, log_id a keyword?")
@@ -82,12 +87,23 @@ def read_page(answer: dict[str, Any], result: PollResult) -> tuple[list[dict], d
         # search: it is named in the report and the others are counted. Any other failure may pass (a shard
         # moving, a node restarting): counts from the shards that answered would be too low, so this page is
         # not taken and the next poll asks again.
-        permanent = [failure["index"] for failure in failures
-                     if (failure.get("reason") or {}).get("type") == "illegal_argument_exception"]
-        if len(permanent) < shards["failed"]:
+        # OpenSearch lists the failures of one index and reason once, however many of its shards failed.
+        if not failures or not all(map(_unsearchable, failures)):
             raise CheckUnavailable(f"{shards['failed']} of {shards.get('total')} shards did not answer")
-        result.unsearchable.update(permanent)
+        result.unsearchable.update(failure["index"] for failure in failures)
     page = (answer.get("aggregations") or {}).get("ids") or {}
     buckets = page.get("buckets") or []
     result.documents.update((bucket["key"]["id"], int(bucket["doc_count"])) for bucket in buckets)
     return buckets, page.get("after_key")
+
+
+def _unsearchable(failure: dict[str, Any]) -> bool:
+    """A shard failure that asking again will not mend: its index's log_id is not a keyword."""
+    return (failure.get("reason") or {}).get("type") == "illegal_argument_exception" and "index" in failure
+
+
+def _all_shards_unsearchable(answer: Any) -> bool:
+    error = answer.get("error") if isinstance(answer, dict) else None
+    failures = error.get("failed_shards") if isinstance(error, dict) else None
+    return (error.get("type") == "search_phase_execution_exception" and isinstance(failures, list)
+            and bool(failures) and all(isinstance(f, dict) and _unsearchable(f) for f in failures))
