@@ -619,6 +619,24 @@ backend collectors
             self.process.wait(30)
 
 
+@contextmanager
+def behind_haproxy(state_dir: Path, replicas: list["CollectorProcess"]) -> Iterator[Haproxy]:
+    """Start `replicas` and a haproxy balancing over them; stop the balancer and every replica still running
+    when the block ends."""
+    balancer = None
+    try:
+        for replica in replicas:
+            replica.start()
+        balancer = Haproxy(state_dir, [replica.port for replica in replicas]).start()
+        yield balancer
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        for replica in replicas:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.stop()
+
+
 class DevCluster:
     """A real OpenSearch cluster of `size` nodes, each its own JVM (scripts/opensearch-dev cluster-start with
     OPENSEARCH_DEV_CLUSTER), so that a test can kill one and start it again."""
@@ -830,3 +848,17 @@ class Site:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def verify_process(url: str, *options: str) -> Iterator[subprocess.Popen]:
+    """`event-collector verify URL OPTIONS…` as a real process, its output kept in pipes (text); killed if it
+    still runs when the block ends (a test that failed half-way)."""
+    process = subprocess.Popen([sys.executable, "-m", "event_collector.cli", "verify", url, *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)

@@ -1,4 +1,4 @@
-"""The `event-collector` command: serve, token, and tools for the pending and dead-letter stores."""
+"""The `event-collector` command: serve, token, tools for the pending and dead-letter stores, and verify."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import tempfile
 
 from .exceptions import ConfigError
 from .settings import Settings, load_settings, require_jwt_secret
+from .verify.arguments import add_verify_parser
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -50,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="only those that failed more than DAYS days ago (default: all)")
     purge.add_argument("--kafka", action="store_true",
                        help="not for KAFKA_DEAD_LETTER_TOPIC: its retention ages letters out")
+    verify = add_verify_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        # Runs against a deployment over HTTP, from anywhere: the collector's own settings do not apply.
+        from .verify.run import verify_command
+
+        return verify_command(args, verify.error)
 
     try:
         settings = load_settings()

@@ -9,7 +9,9 @@ CollectorError
  ├── StoreError             the pending store failed (SQLite errors are wrapped in this)
  │    ├── StoreFull         the pending store is at its cap (503)
  │    └── KafkaUnavailable  ACK_MODE=kafka: the brokers did not acknowledge the events in time (503)
- └── OpenSearchUnavailable  OpenSearch could not be reached or did not answer in time
+ ├── OpenSearchUnavailable  OpenSearch could not be reached or did not answer in time
+ ├── CheckRefused           `event-collector verify`: its check was refused (credentials, no such route); exit 2
+ └── CheckUnavailable       `event-collector verify`: the check's source did not answer this time; asked again
 """
 
 from __future__ import annotations
@@ -59,3 +61,11 @@ class KafkaUnavailable(StoreError):
 
 class OpenSearchUnavailable(CollectorError):
     pass
+
+
+class CheckRefused(CollectorError):
+    """verify cannot check at all: asking again would be refused again, so it stops (exit 2)."""
+
+
+class CheckUnavailable(CollectorError):
+    """One poll of verify's check failed (no answer, 5xx, 429): the next poll asks again."""

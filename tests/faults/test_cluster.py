@@ -12,7 +12,7 @@ import pytest
 
 import httpx
 
-from support import (OPENSEARCH_URL, CollectorProcess, DevCluster, Haproxy, Load, ResendingLoad,
+from support import (OPENSEARCH_URL, CollectorProcess, DevCluster, Load, ResendingLoad, behind_haproxy,
                      assert_delivered_exactly_once, event, free_port, metric, unique_environment, wait_until)
 
 
@@ -66,11 +66,7 @@ def test_two_replicas_keep_every_event_when_one_and_a_node_are_killed_in_the_sam
                                  DATABASE=tmp_path / f"replica-{n}.db", ACK_MODE="durable", BULK_SIZE=50)
                 for n in range(2)]
     pattern = f"events_{environment}_*"
-    balancer = None
-    try:
-        for replica in replicas:
-            replica.start()
-        balancer = Haproxy(tmp_path, [replica.port for replica in replicas]).start()
+    with behind_haproxy(tmp_path, replicas) as balancer:
         victim, survivor = replicas
         with ResendingLoad(balancer.url, victim.auth()) as load:
             wait_until(lambda: len(load.accepted) >= 300, timeout=90, message="load before the kills")
@@ -98,12 +94,6 @@ def test_two_replicas_keep_every_event_when_one_and_a_node_are_killed_in_the_sam
                                       cluster.client(), environment, sent=load.sent)
         for replica in replicas:
             wait_until(lambda: replica.pending_rows() == 0, timeout=90, message="every store emptied")
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for replica in replicas:
-            if replica.process is not None and replica.process.poll() is None:
-                replica.stop()
 
 
 def test_a_node_that_refuses_is_set_aside_and_delivery_goes_on_without_a_pause(collector_factory, opensearch):

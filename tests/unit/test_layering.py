@@ -22,7 +22,7 @@ FLOORS = {
     "pending": 5, "shipper": 5,
     "delivery": 6, "kafka": 6,
     "lifecycle": 7,
-    "modes": 8, "tools": 8, "receipts": 8,
+    "modes": 8, "tools": 8, "receipts": 8, "verify": 8,
     "api": 9,
     "cli": 10,
 }
