@@ -52,10 +52,16 @@ def own_opensearch(tmp_path_factory):
     node.stop()
 
 
-def pytest_terminal_summary(terminalreporter):
-    from fault_reports import REPORTS, write_reports
+def pytest_runtest_logreport(report):
+    from fault_reports import record_outcome
 
-    if REPORTS:
+    record_outcome(report.nodeid, str(Path(__file__).parent.parent / report.location[0]), report.when, report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from fault_reports import OUTCOMES, REPORTS, write_reports
+
+    if REPORTS or OUTCOMES:
         terminalreporter.section("delivery under faults")
         terminalreporter.write_line(f"{'test':58} {'mode':>7} {'sent':>7} {'2xx':>7} {'indexed':>7} {'lost':>5} "
                                     f"{'dup':>5} {'drain s':>8}")

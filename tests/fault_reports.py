@@ -32,11 +32,36 @@ FAULT_CLASSES = {
     "store_upkeep": "store schema migration or retention of many rows under load",
     "kafka_broker_killed": "a Kafka broker killed under load",
     "dead_letter_unwritable": "the dead-letter destination refusing writes",
+    # No test pulls the power or destroys a volume: these rows stay "not tried" (docs/guarantees-scope.md).
+    "power_loss": "power loss or a kernel crash (durable mode needs SQLITE_SYNCHRONOUS=FULL)",
+    "volume_lost": "the collector's volume destroyed",
 }
 ACK_MODES = ("durable", "memory", "kafka")
 REPORTS_PATH = Path(__file__).resolve().parent.parent / "build" / "fault-reports.json"
 
 REPORTS: list[dict] = []
+# How each test of a reporting module ended (passed, failed, skipped): a fault test that failed before its
+# row was made must not read as "not tried" in the published table.
+OUTCOMES: dict[str, str] = {}
+REPORTING_CALLS = ("delivery_report(", "assert_delivered_exactly_once(", "assert_once(")
+_reporting_modules: dict[str, bool] = {}
+
+
+def is_reporting_module(path: str) -> bool:
+    """Whether the test module at `path` publishes rows: a fault or integration test making them (found by its
+    calls, so a new one needs no list; the unit tests of this module make rows only to check them)."""
+    if path not in _reporting_modules:
+        _reporting_modules[path] = Path(path).parent.name in ("faults", "integration") and any(
+            call in Path(path).read_text() for call in REPORTING_CALLS)
+    return _reporting_modules[path]
+
+
+def record_outcome(nodeid: str, path: str, when: str, outcome: str) -> None:
+    """pytest's report of one phase of a test: a failure in any phase counts, a pass only for the call."""
+    if not is_reporting_module(path):
+        return
+    if outcome == "failed" or when == "call" or (outcome == "skipped" and nodeid not in OUTCOMES):
+        OUTCOMES[nodeid] = outcome if OUTCOMES.get(nodeid) != "failed" else "failed"
 
 
 def delivery_report(name: str, accepted: list[str] | set[str], counts: dict[str, int], *, sent: int,
@@ -76,15 +101,16 @@ def current_commit(repository: Path) -> str:
 def write_reports(path: Path = REPORTS_PATH) -> Path:
     """The session's rows as JSON, with the commit and the date they describe. Rows of an earlier session of
     the same commit are kept unless this one ran the same test again, so a partial rerun completes a report."""
-    rows = list(REPORTS)
+    rows, outcomes = list(REPORTS), dict(OUTCOMES)
     commit = current_commit(path.parent.parent)
     if path.exists():
         earlier = json.loads(path.read_text())
         if earlier.get("commit") == commit:
             tests = {row["test"] for row in rows}
             rows = [row for row in earlier["reports"] if row["test"] not in tests] + rows
+            outcomes = {**earlier.get("outcomes", {}), **outcomes}
     path.parent.mkdir(exist_ok=True)
     document = {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "reports": rows}
+                "reports": rows, "outcomes": dict(sorted(outcomes.items()))}
     path.write_text(json.dumps(document, indent=1) + "\n")
     return path
