@@ -15,7 +15,7 @@ from . import metrics
 from .buffer import Buffer
 from .envelope import Envelope
 from .exceptions import StoreError
-from .outcomes import Failure, Outcome
+from .outcomes import Failure, Outcome, count_dead_letters
 from .pending import PendingStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class DeliveryPolicy:
         setback = False
         if outcome.delivered:
             metrics.events_delivered.inc(len(outcome.delivered))
+            metrics.observe_delivery_lag(envelope.received_at for envelope in outcome.delivered)
         try:
             await self._store.delivered(outcome.delivered)
         except StoreError as exc:
@@ -47,6 +48,7 @@ class DeliveryPolicy:
             log.error("%d events rejected by OpenSearch, dead-lettered, first: %s",
                       len(outcome.rejected), outcome.rejected[0].reason)
             metrics.events_dead_lettered.inc(len(outcome.rejected))
+            count_dead_letters(outcome.rejected)
             try:
                 await self._store.dead_letter(outcome.rejected)
             except StoreError as exc:

@@ -90,6 +90,9 @@ class PendingStore(Protocol):
 
     async def statistics(self) -> PendingStatistics: ...
 
+    async def oldest_unowned_received_at(self) -> float | None:
+        """When the oldest row nobody holds was received (None when there is none); cheap: read on a timer."""
+
     # -- upkeep, by one janitor per store ------------------------------------------------------------
 
     async def adopt_orphans(self) -> int:
