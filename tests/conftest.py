@@ -52,13 +52,22 @@ def own_opensearch(tmp_path_factory):
     node.stop()
 
 
+def pytest_sessionstart(session):
+    from fault_reports import current_commit
+
+    session.config.stash[_COMMIT] = current_commit(Path(__file__).parent.parent)
+
+
+_COMMIT = pytest.StashKey[str]()
+
+
 def pytest_runtest_logreport(report):
     from fault_reports import record_outcome
 
     record_outcome(report.nodeid, str(Path(__file__).parent.parent / report.location[0]), report.when, report.outcome)
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_terminal_summary(terminalreporter, config):
     from fault_reports import OUTCOMES, REPORTS, write_reports
 
     if REPORTS or OUTCOMES:
@@ -70,7 +79,7 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{r['test']:58} {r['ack_mode']:>7} {r['sent']:>7} {r['answered_2xx']:>7} "
                                         f"{r['indexed']:>7} {r['lost']:>5} {r['duplicated']:>5} {drain:>8}")
         # Kept for scripts/guarantees, which renders docs/guarantees.md from it.
-        terminalreporter.write_line(f"written to {write_reports()}")
+        terminalreporter.write_line(f"written to {write_reports(commit=config.stash.get(_COMMIT, None))}")
 
 
 @pytest.fixture(scope="module")

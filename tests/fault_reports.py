@@ -98,11 +98,12 @@ def current_commit(repository: Path) -> str:
     return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "src", "tests") else "")
 
 
-def write_reports(path: Path = REPORTS_PATH) -> Path:
-    """The session's rows as JSON, with the commit and the date they describe. Rows of an earlier session of
+def write_reports(path: Path = REPORTS_PATH, commit: str | None = None) -> Path:
+    """The session's rows as JSON, with the commit they describe (`commit`: read at the session's start, so that
+    a commit made while the tests run is not credited with them) and the date. Rows of an earlier session of
     the same commit are kept unless this one ran the same test again, so a partial rerun completes a report."""
     rows, outcomes = list(REPORTS), dict(OUTCOMES)
-    commit = current_commit(path.parent.parent)
+    commit = commit or current_commit(path.parent.parent)
     if path.exists():
         earlier = json.loads(path.read_text())
         if earlier.get("commit") == commit:

