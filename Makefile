@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install opensearch-start opensearch-stop
+.PHONY: run test bench guarantees install opensearch-start opensearch-stop
 
 run: $(STAMP)
 	scripts/run
@@ -13,6 +13,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	scripts/bench
+
+# docs/guarantees.md from build/fault-reports.json (what `make test` wrote); runs the fault tests first when
+# that file is missing or of another commit.
+guarantees: $(STAMP)
+	.venv/bin/python scripts/guarantees
 
 install: $(STAMP)
 

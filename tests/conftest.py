@@ -52,15 +52,34 @@ def own_opensearch(tmp_path_factory):
     node.stop()
 
 
-def pytest_terminal_summary(terminalreporter):
-    from support import REPORTS
+def pytest_sessionstart(session):
+    from fault_reports import current_commit
 
-    if REPORTS:
+    session.config.stash[_COMMIT] = current_commit(Path(__file__).parent.parent)
+
+
+_COMMIT = pytest.StashKey[str]()
+
+
+def pytest_runtest_logreport(report):
+    from fault_reports import record_outcome
+
+    record_outcome(report.nodeid, str(Path(__file__).parent.parent / report.location[0]), report.when, report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    from fault_reports import OUTCOMES, REPORTS, write_reports
+
+    if REPORTS or OUTCOMES:
         terminalreporter.section("delivery under faults")
-        terminalreporter.write_line(f"{'test':58} {'sent':>7} {'2xx':>7} {'indexed':>7} {'lost':>5} {'dup':>5}")
+        terminalreporter.write_line(f"{'test':58} {'mode':>7} {'sent':>7} {'2xx':>7} {'indexed':>7} {'lost':>5} "
+                                    f"{'dup':>5} {'drain s':>8}")
         for r in REPORTS:
-            terminalreporter.write_line(f"{r['test']:58} {r['sent']:>7} {r['answered_2xx']:>7} {r['indexed']:>7}"
-                                        f" {r['lost']:>5} {r['duplicated']:>5}")
+            drain = "-" if r["drain_seconds"] is None else f"{r['drain_seconds']:.1f}"
+            terminalreporter.write_line(f"{r['test']:58} {r['ack_mode']:>7} {r['sent']:>7} {r['answered_2xx']:>7} "
+                                        f"{r['indexed']:>7} {r['lost']:>5} {r['duplicated']:>5} {drain:>8}")
+        # Kept for scripts/guarantees, which renders docs/guarantees.md from it.
+        terminalreporter.write_line(f"written to {write_reports(commit=config.stash.get(_COMMIT, None))}")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
+import fault_reports
+
 REPO = Path(__file__).resolve().parent.parent
 OPENSEARCH_URL = os.environ.get("OPEN_SEARCH_DNS", "http://127.0.0.1:9200").rstrip("/")
 TEST_SECRET = "test-secret-" + "x" * 32
@@ -237,6 +239,17 @@ class CollectorProcess:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def report_settings(self, *names: str) -> dict[str, str]:
+        """The settings a fault report's row assumes: the workers and SQLite's sync level always (they decide
+        what a kill survives), then `names`; each as this process ran with it, else its default."""
+        import msgspec
+
+        from event_collector.settings import Settings
+
+        defaults = {field.name.upper(): str(field.default) for field in msgspec.structs.fields(Settings)}
+        return {name: self.env.get(name, defaults.get(name, "unset"))
+                for name in ("SERVER_WORKERS", "SQLITE_SYNCHRONOUS", *names)}
+
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"collector exited with {self.process.returncode}:\n{self.log()}")
@@ -335,6 +348,7 @@ class _ClientThreads:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self.stopped_at: float | None = None
 
     def __enter__(self):
         for thread in self._threads:
@@ -345,6 +359,7 @@ class _ClientThreads:
         self._stopping.set()
         for thread in self._threads:
             thread.join(60)
+        self.stopped_at = time.monotonic()  # the end of the load, where a fault report's time to drain starts
 
     def _client(self) -> None:
         raise NotImplementedError
@@ -387,21 +402,6 @@ class Load(_ClientThreads):
             return self.statuses.get(status, 0)
 
 
-def delivery_report(name: str, load_or_accepted, counts: dict[str, int], sent: int | None = None) -> dict:
-    """Sent, answered 2xx, indexed, lost and duplicated, for a fault test's closing line."""
-    accepted = set(load_or_accepted.accepted if isinstance(load_or_accepted, Load) else load_or_accepted)
-    sent = load_or_accepted.sent if isinstance(load_or_accepted, Load) else (sent or len(accepted))
-    report = {
-        "test": name, "sent": sent, "answered_2xx": len(accepted),
-        "indexed": sum(1 for log_id in counts if log_id in accepted),
-        "lost": len(accepted - set(counts)),
-        "duplicated": sum(n - 1 for n in counts.values()),
-    }
-    REPORTS.append(report)
-    return report
-
-
-REPORTS: list[dict] = []
 
 
 async def send_all(url: str, token: str, events: list[dict], concurrency: int = 32) -> list[int]:
@@ -433,20 +433,39 @@ def metric(collector: "CollectorProcess", name: str, **labels: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def assert_delivered_exactly_once(name: str, load_or_accepted, node_client: OpenSearch, environment: str,
-                                  sent: int | None = None) -> dict[str, int]:
-    """Wait until every event answered 2xx is indexed; fail on any lost or duplicated; report the figures."""
-    accepted = set(load_or_accepted.accepted if isinstance(load_or_accepted, Load) else load_or_accepted)
+def assert_delivered_exactly_once(name: str, load_or_accepted, node_client: OpenSearch, environment: str, *,
+                                  fault: str, ack_mode: str, settings: dict[str, object], sent: int | None = None,
+                                  drain_from: float | None = None, expected_loss: bool = False) -> dict[str, int]:
+    """Wait until every event answered 2xx is indexed; fail on any lost or duplicated; report the figures.
+
+    The time to drain runs from `drain_from` (a time.monotonic()), else from the end of the load when given a
+    Load, else from this call (the tests call it when the fault is over)."""
+    accepted = set(load_or_accepted.accepted if isinstance(load_or_accepted, _ClientThreads) else load_or_accepted)
+    if drain_from is None:
+        drain_from = getattr(load_or_accepted, "stopped_at", None) or time.monotonic()
     wait_until(lambda: node_client.count(environment) >= len(accepted), timeout=180,
                message=f"{len(accepted)} accepted events indexed")
+    drain_seconds = time.monotonic() - drain_from
     counts = node_client.log_id_counts(environment)
-    report = delivery_report(name, load_or_accepted, counts, sent)
+    report = delivery_report(name, load_or_accepted, counts, sent=sent, fault=fault, ack_mode=ack_mode,
+                             settings=settings, drain_seconds=drain_seconds, expected_loss=expected_loss)
     assert report["lost"] == 0, report
     assert report["duplicated"] == 0, report
     # An event may be indexed though its answer never reached the client (killed mid-reply): it was
     # sent, so that is no loss; what counts is that every 2xx is there, once.
     assert accepted <= set(counts)
     return counts
+
+
+def delivery_report(name: str, load_or_accepted, counts: dict[str, int], *, sent: int | None = None,
+                    **row: Any) -> dict:
+    """fault_reports.delivery_report for a Load or a list of log_ids answered 2xx (then `sent` defaults to
+    their number); `row` takes its required keywords."""
+    if isinstance(load_or_accepted, _ClientThreads):
+        return fault_reports.delivery_report(name, load_or_accepted.accepted, counts, sent=load_or_accepted.sent,
+                                             **row)
+    return fault_reports.delivery_report(name, load_or_accepted, counts, sent=sent or len(set(load_or_accepted)),
+                                         **row)
 
 
 class StallingProxy:

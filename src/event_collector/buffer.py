@@ -116,5 +116,10 @@ class Buffer:
         self._items.clear()
         return items
 
+    def oldest_received_at(self) -> float | None:
+        """When the event at the head was received: the oldest, as events are taken in order (a replayed row
+        joins at the tail with its first time of receipt, and may be older)."""
+        return self._items[0].received_at if self._items else None
+
     def statistics(self) -> BufferStatistics:
         return BufferStatistics(self.capacity, len(self._items), self._accepted_total, self._refused_total)

@@ -16,7 +16,7 @@ from .buffer import Buffer
 from .envelope import Envelope
 from .exceptions import StoreError
 from .in_flight import InFlightBook
-from .outcomes import Failure, Outcome
+from .outcomes import Failure, Outcome, count_dead_letters
 from .pending import PendingStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class DeliveryPolicy:
         if outcome.delivered:
             metrics.events_delivered.inc(len(outcome.delivered))
             self._book.delivered(outcome.delivered)
+            metrics.observe_delivery_lag(envelope.received_at for envelope in outcome.delivered)
         try:
             await self._store.delivered(outcome.delivered)
         except StoreError as exc:
@@ -51,6 +52,7 @@ class DeliveryPolicy:
             log.error("%d events rejected by OpenSearch, dead-lettered, first: %s",
                       len(outcome.rejected), outcome.rejected[0].reason)
             metrics.events_dead_lettered.inc(len(outcome.rejected))
+            count_dead_letters(outcome.rejected)
             try:
                 await self._store.dead_letter(outcome.rejected)
                 self._book.settled(f.envelope for f in outcome.rejected)

@@ -34,6 +34,9 @@ from .shipper.worker import Shipper
 
 log = logging.getLogger(__name__)
 
+# How often event_collector_oldest_unindexed_age_seconds is measured: on a timer, never per event.
+OLDEST_AGE_INTERVAL_SECONDS = 1.0
+
 class Collector(StopSignals):
     def __init__(self, settings: Settings, *, runs_janitor: bool = True) -> None:
         """`runs_janitor`: whether this process does the store's maintenance (one process per store)."""
@@ -83,6 +86,7 @@ class Collector(StopSignals):
         self._background = [
             _supervise("template", self.template.install_in_background),
             _supervise("replayer", self.replayer.run),
+            _supervise("oldest-age", self._measure_oldest_unindexed),
         ]
         if self.runs_janitor:
             self._background.append(_supervise("janitor", self.janitor.run))
@@ -90,6 +94,22 @@ class Collector(StopSignals):
         self.started = True
         log.info("collector started: %d shippers, buffer of %d, ack mode %s%s", len(self.senders),
                  self.buffer.capacity, self.settings.ack_mode, ", runs the store's janitor" if self.runs_janitor else "")
+
+    async def _measure_oldest_unindexed(self) -> None:
+        """The age of the oldest event this process accepted and has not seen indexed: the buffer's head, the
+        first event of each sender's batch, and the store's oldest row nobody holds (rows this process holds
+        are in the buffer or a batch; a dead process's are freed for adoption within PENDING_OWNER_TIMEOUT)."""
+        while True:
+            now = time.time()
+            times = [self.buffer.oldest_received_at()]
+            times += [sender.in_flight[0].received_at for sender in self.senders if sender.in_flight]
+            try:
+                times.append(await self.store.oldest_unowned_received_at())
+            except StoreError as exc:  # said where the store is written; the gauge goes on without it
+                log.debug("oldest pending row unknown: %s", exc)
+            oldest = min((t for t in times if t is not None), default=None)
+            metrics.oldest_unindexed_age.set(0.0 if oldest is None else max(0.0, now - oldest))
+            await asyncio.sleep(OLDEST_AGE_INTERVAL_SECONDS)
 
     async def accept(self, envelopes: list[Envelope]) -> str:
         """Take events answered 2xx; "created" when all are buffered, "pending" when any was stored.
@@ -159,6 +179,7 @@ class Collector(StopSignals):
             log.critical("LOST the events held in memory: the pending store could not take them at stop: %s", exc)
         finally:
             metrics.buffer_events.set(0)
+            metrics.oldest_unindexed_age.set(0)
             await self.client.close()
             await self.store.close()
 

@@ -8,8 +8,10 @@ and decides and counts what is lost. The pending store takes `Failure`s too, so 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
+from . import metrics
 from .envelope import Envelope
 
 
@@ -19,6 +21,41 @@ class Failure:
 
     envelope: Envelope
     reason: str
+    # For a rejection, one of metrics.DEAD_LETTER_REASON_CLASSES (dead_letter_class): what an operator's
+    # alert groups dead letters by.
+    reason_class: str = "other"
+
+
+# OpenSearch's error types, by what the operator has to fix: the index's mapping, the size of the event, or
+# the event itself. Any type not named here counts as "other".
+_MAPPING_ERROR_TYPES = {"mapper_parsing_exception", "strict_dynamic_mapping_exception", "document_parsing_exception",
+                        "mapper_exception", "illegal_argument_exception"}
+_TOO_LARGE_ERROR_TYPES = {"max_bytes_length_exceeded_exception", "content_too_long_exception",
+                          "too_long_frame_exception"}
+_INVALID_ERROR_TYPES = {"parse_exception", "json_parse_exception", "x_content_parse_exception",
+                        "action_request_validation_exception", "validation_exception",
+                        "invalid_index_name_exception", "invalid_type_name_exception", "not_x_content_exception"}
+
+
+def dead_letter_class(error_type: object, status: int) -> str:
+    """The bounded class of a refused event, from the `type` of OpenSearch's error (and the item's status)."""
+    if not isinstance(error_type, str):  # an answer of another shape (a proxy's) names no type
+        error_type = ""
+    if error_type in _MAPPING_ERROR_TYPES or error_type.startswith("mapper_"):
+        return "mapping"
+    if status == 413 or error_type in _TOO_LARGE_ERROR_TYPES:
+        return "too_large"
+    if error_type in _INVALID_ERROR_TYPES:
+        return "invalid"
+    if status == 409 or error_type == "version_conflict_engine_exception":
+        return "version_conflict"
+    return "other"
+
+
+def count_dead_letters(rejected: list[Failure]) -> None:
+    """event_collector_dead_letters_total by reason class: one increment per class, not per event."""
+    for reason_class, count in Counter(failure.reason_class for failure in rejected).items():
+        metrics.dead_letters.labels(reason_class).inc(count)
 
 
 @dataclass

@@ -45,7 +45,8 @@ def test_killing_a_node_that_holds_primaries_under_load_loses_and_duplicates_not
         assert metric(collector, "event_collector_opensearch_node_failures_total", node=victim) >= 1
         assert set(load.statuses) == {200}, load.statuses
         assert_delivered_exactly_once("3-node cluster, one node killed under load", load, cluster.client(),
-                                      collector.environment)
+                                      collector.environment, fault="opensearch_node_killed", ack_mode="durable",
+                                      settings=collector.report_settings() | {"OpenSearch": "3 nodes, 1 replica"})
         wait_until(lambda: metric(collector, "event_collector_events_delivered_total") >= len(load.accepted),
                    timeout=60, message="the collector counting every delivery")
         assert metric(collector, "event_collector_events_delivered_total") == len(load.accepted)
@@ -91,7 +92,9 @@ def test_two_replicas_keep_every_event_when_one_and_a_node_are_killed_in_the_sam
         print(f"sent {load.sent}, resent {load.resent} times, accepted {len(load.accepted)}")
         assert len(set(load.accepted)) == len(load.accepted)
         assert_delivered_exactly_once("2 replicas behind haproxy, kill -9 of one and of a node", load.accepted,
-                                      cluster.client(), environment, sent=load.sent)
+                                      cluster.client(), environment, sent=load.sent, fault="collector_killed",
+                                      ack_mode="durable", settings=victim.report_settings() | {
+                                          "collector replicas": "2 behind haproxy", "OpenSearch": "3 nodes, 1 killed"})
         for replica in replicas:
             wait_until(lambda: replica.pending_rows() == 0, timeout=90, message="every store emptied")
 
@@ -102,7 +105,8 @@ def test_a_node_that_refuses_is_set_aside_and_delivery_goes_on_without_a_pause(c
     events = [event() for _ in range(100)]
     assert {collector.post_event(e).status_code for e in events} == {200}
     assert_delivered_exactly_once("one of two nodes refusing", [e["log_id"] for e in events], opensearch,
-                                  collector.environment)
+                                  collector.environment, fault="opensearch_node_killed", ack_mode="durable",
+                                  settings=collector.report_settings() | {"OpenSearch": "2 nodes, 1 refusing"})
     assert metric(collector, "event_collector_opensearch_node_failures_total", node=refusing) >= 1
     assert metric(collector, "event_collector_delivery_pauses_total") == 0
     assert collector.dead_letters() == []

@@ -2,9 +2,12 @@
 
 import os
 import signal
+import time
 from pathlib import Path
 
-from support import Load, assert_delivered_exactly_once, event, wait_until
+import pytest
+
+from support import Load, assert_delivered_exactly_once, delivery_report, event, wait_until
 
 
 def test_kill_9_of_the_collector_under_load_loses_nothing_in_durable_mode(collector_factory, opensearch):
@@ -18,7 +21,8 @@ def test_kill_9_of_the_collector_under_load_loses_nothing_in_durable_mode(collec
             collector.start()
         wait_until(lambda: len(load.accepted) >= 2000, timeout=60, message="load after the last restart")
     assert load.count("ConnectError") + load.count("RemoteProtocolError") + load.count("ReadError") > 0
-    assert_delivered_exactly_once("kill -9 collector x3 (durable)", load, opensearch, collector.environment)
+    assert_delivered_exactly_once("kill -9 collector x3 (durable)", load, opensearch, collector.environment,
+                                  fault="collector_killed", ack_mode="durable", settings=collector.report_settings())
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -31,7 +35,8 @@ def test_kill_9_of_opensearch_under_load_loses_and_duplicates_nothing(collector_
         wait_until(lambda: len(load.accepted) >= before_restart + 500, timeout=60, message="load while down")
         own_opensearch.start()
         wait_until(lambda: len(load.accepted) >= before_restart + 1500, timeout=60, message="load after restart")
-    assert_delivered_exactly_once("kill -9 OpenSearch JVM", load, own_opensearch.client, collector.environment)
+    assert_delivered_exactly_once("kill -9 OpenSearch JVM", load, own_opensearch.client, collector.environment,
+                                  fault="opensearch_down", ack_mode="durable", settings=collector.report_settings())
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -45,7 +50,8 @@ def test_a_store_left_by_a_crashed_process_is_replayed_on_restart(collector_fact
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=crashed.environment)
     assert_delivered_exactly_once("restart on a crashed process's store", [e["log_id"] for e in events], opensearch,
-                        restarted.environment)
+                                  restarted.environment, fault="collector_killed", ack_mode="durable",
+                                  settings=restarted.report_settings())
     wait_until(lambda: restarted.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -76,8 +82,42 @@ def test_a_worker_killed_among_live_siblings_is_replaced_and_its_events_delivere
         after_kill = len(load.accepted)
         wait_until(lambda: len(load.accepted) >= after_kill + 1000, timeout=60, message="load after the kill")
     assert_delivered_exactly_once("kill -9 of one worker among two (durable)", load, opensearch,
-                                  collector.environment)
+                                  collector.environment, fault="worker_killed", ack_mode="durable",
+                                  settings=collector.report_settings("QUEUE_CAPACITY"))
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
     # The dead worker's live gauges no longer count in /metrics.
     collector.http.get("/metrics")
     assert not list(Path(metrics_dir).glob(f"gauge_live*_{victim}.db"))
+
+
+@pytest.mark.parametrize("ack_mode", ["memory", "durable"])
+def test_kill_9_while_opensearch_is_unreachable_loses_the_buffer_in_memory_mode_only(collector_factory, opensearch,
+                                                                                     tmp_path, ack_mode):
+    """The row that keeps the guarantees table honest: memory mode answers 2xx from the buffer, and a kill -9
+    loses what the buffer held (by design, docs/guarantees.md); durable mode under the same fault loses none."""
+    database = tmp_path / "store.db"
+    crashed = collector_factory(DATABASE=database, ACK_MODE=ack_mode, OPEN_SEARCH_DNS="http://127.0.0.1:9")
+    with Load(crashed, clients=4) as load:
+        wait_until(lambda: len(load.accepted) >= 300, timeout=60, message="300 events answered 2xx")
+        crashed.process.send_signal(signal.SIGKILL)
+        crashed.process.wait(30)
+    stored = crashed.pending_rows()  # what a memory-mode collector wrote down: failed batches, overflow
+
+    restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=crashed.environment)
+    settings = crashed.report_settings("QUEUE_CAPACITY")
+    name = f"kill -9, OpenSearch unreachable, under load ({ack_mode})"
+    if ack_mode == "durable":
+        assert_delivered_exactly_once(name, load, opensearch, restarted.environment, fault="collector_killed",
+                                      ack_mode="durable", settings=settings)
+        return
+    restarted_at = time.monotonic()
+    wait_until(lambda: restarted.pending_rows() == 0 and opensearch.count(restarted.environment) >= stored,
+               timeout=60, message="what the store held delivered")
+    counts = opensearch.log_id_counts(restarted.environment)
+    report = delivery_report(name, load, counts, fault="collector_killed",
+                             ack_mode="memory", settings=settings, drain_seconds=time.monotonic() - restarted_at,
+                             expected_loss=True)
+    print(report)
+    # What the buffer held is gone, what the store held is delivered, once.
+    assert report["lost"] > 0, report
+    assert len(counts) == stored and report["duplicated"] == 0, (report, stored)

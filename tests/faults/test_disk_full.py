@@ -48,7 +48,8 @@ def test_a_full_disk_during_an_outage_costs_no_cpu_and_what_memory_holds_is_ship
         # Space again: what waited in the store follows.
         resource.prlimit(collector.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
         assert_delivered_exactly_once("full disk during an outage (memory mode)", in_memory + stored, opensearch,
-                                      collector.environment, sent=3000)
+                                      collector.environment, sent=3000, fault="disk_full", ack_mode="memory",
+                                      settings=collector.report_settings("QUEUE_CAPACITY"))
     finally:
         proxy.close()
 

@@ -48,7 +48,9 @@ def test_a_backlog_that_filled_the_disk_drains_with_the_disk_still_full(tmp_path
                        interval=0.5, message="the backlog indexed while the disk is still full")
             drained_seconds = time.monotonic() - returned
             assert_delivered_exactly_once(f"a backlog that filled the disk ({name})", accepted, opensearch,
-                                          collector.environment, sent=sum(statuses.values()) * BATCH)
+                                          collector.environment, sent=sum(statuses.values()) * BATCH,
+                                          drain_from=returned, fault="disk_full", ack_mode=ack_mode,
+                                          settings=collector.report_settings("PENDING_RESERVE_BYTES"))
             # Its rows are gone too, not only delivered: the store has nothing left to send.
             wait_until(lambda: collector.pending_rows() == 0, timeout=30, message="the pending rows deleted")
             assert "back to it for the backlog to drain" in collector.log()  # the drain needed the space set aside
@@ -62,7 +64,8 @@ def test_a_backlog_that_filled_the_disk_drains_with_the_disk_still_full(tmp_path
             assert response.json()["status"] == "pending"
             assert_delivered_exactly_once(f"events stored after the drain ({name})",
                                           accepted + [e["log_id"] for e in overflow], opensearch,
-                                          collector.environment)
+                                          collector.environment, fault="disk_full", ack_mode=ack_mode,
+                                          settings=collector.report_settings("PENDING_RESERVE_BYTES"))
             collector.stop()
         finally:
             proxy.close()

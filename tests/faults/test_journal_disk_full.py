@@ -44,4 +44,5 @@ def test_a_disk_filled_by_the_journal_is_written_again_once_its_events_are_deliv
     for _ in range(20):  # and go on taking them: what it writes is unlinked once delivered
         assert send_batch() == 200
     print(f"{len(accepted)} events accepted, {answers.count(503) + refused} batches refused while the disk was full")
-    assert_delivered_exactly_once("journal filled its disk", accepted, opensearch, collector.environment)
+    assert_delivered_exactly_once("journal filled its disk", accepted, opensearch, collector.environment, fault="disk_full",
+                                  ack_mode="durable", settings=collector.report_settings())

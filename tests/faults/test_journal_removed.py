@@ -86,7 +86,9 @@ def test_a_part_of_the_journal_removed_then_kill_9_loses_nothing(collector_facto
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=first.environment)
     assert_delivered_exactly_once(f"journal's {part} removed, {'traffic' if traffic_after else 'quiet'}, kill -9",
-                                  accepted, opensearch, restarted.environment, sent=len(accepted))
+                                  accepted, opensearch, restarted.environment, sent=len(accepted),
+                                  fault="store_files_lost", ack_mode="durable",
+                                  settings=first.report_settings("JOURNAL_SEGMENT_BYTES"))
     wait_until(lambda: restarted.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -115,4 +117,5 @@ def test_a_part_of_the_journal_removed_under_load_with_opensearch_up_then_kill_9
     assert {status for status in load.statuses if isinstance(status, int) and status >= 500} <= {503}
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=first.environment)
     assert_delivered_exactly_once(f"journal's {part} removed under load, OpenSearch up, kill -9", load, opensearch,
-                                  restarted.environment)
+                                  restarted.environment, fault="store_files_lost", ack_mode="durable",
+                                  settings=first.report_settings("JOURNAL_SEGMENT_BYTES"))

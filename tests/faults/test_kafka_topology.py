@@ -93,7 +93,9 @@ def test_collectors_indexers_and_a_broker_killed_under_load_lose_and_duplicate_n
         print(f"sent {load.sent}, resent {load.resent} times, accepted {len(load.accepted)}")
         assert len(set(load.accepted)) == len(load.accepted)
         assert_delivered_exactly_once("kafka topology: collector, indexer and broker killed", load.accepted,
-                                      opensearch, environment, sent=load.sent)
+                                      opensearch, environment, sent=load.sent, fault="collector_killed",
+                                      ack_mode="kafka", settings={"brokers": "3, replication 3, min.insync.replicas 2", "collectors": "2 behind haproxy",
+                                                "indexers": "2"})
     finally:
         if balancer is not None:
             balancer.stop()
@@ -211,7 +213,9 @@ def test_no_offset_is_committed_past_a_dead_letter_the_brokers_did_not_take(kafk
     counts = opensearch.log_id_counts(environment)
     # Lost: in neither OpenSearch nor the dead-letter topic.
     report = delivery_report("kafka indexer: dead-letter topic unwritable", [e.log_id for e in sent],
-                             {**counts, **{log_id: 1 for log_id in letters - set(counts)}})
+                             {**counts, **{log_id: 1 for log_id in letters - set(counts)}},
+                             fault="dead_letter_unwritable", ack_mode="kafka", drain_seconds=None,
+                             settings={"indexers": "2", "counted": "indexed or in the dead-letter topic"})
     print(f"{len(sent)} events, {len(poison)} refused; committed past unwritten letters: {committed_past} "
           f"(first letter per partition {first_letter}); {len(records)} letters of {len(letters)} events; {report}")
     assert committed_past == {}, f"committed {committed_past} past unwritten letters at {first_letter}"

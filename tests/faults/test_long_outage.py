@@ -105,7 +105,8 @@ def test_an_outage_of_two_minutes_under_load_writes_each_event_once_and_drains_a
     own_opensearch.start()
     returned = time.monotonic()
     assert_delivered_exactly_once("OpenSearch down 2 minutes under load (durable)", load, own_opensearch.client,
-                                  collector.environment)
+                                  collector.environment, drain_from=returned, fault="opensearch_down",
+                                  ack_mode="durable", settings=collector.report_settings("QUEUE_CAPACITY"))
     drained_seconds = time.monotonic() - returned
     print(f"backlog of {outage.accepted} events indexed {drained_seconds:.1f} s after OpenSearch returned")
     # At once and as fast as the buffer frees, not at the next replay interval (an hour here). The bound

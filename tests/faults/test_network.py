@@ -27,7 +27,9 @@ def test_a_hanging_network_times_out_keeps_events_pending_then_delivers_them(col
         resumed_at = len(load.accepted)
         wait_until(lambda: len(load.accepted) >= resumed_at + 200, message="load after the network recovers")
 
-    assert_delivered_exactly_once("hanging network (proxy stops forwarding)", load, opensearch, collector.environment)
+    assert_delivered_exactly_once("hanging network (proxy stops forwarding)", load, opensearch, collector.environment,
+                                  fault="opensearch_slow", ack_mode="memory",
+                                  settings=collector.report_settings("OPEN_SEARCH_TIMEOUT_SECONDS", "QUEUE_CAPACITY"))
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
 
 
@@ -50,4 +52,5 @@ def test_a_shutdown_whose_grace_runs_out_stores_the_batches_in_flight(collector_
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stuck.environment)
     assert_delivered_exactly_once("SIGTERM with hung bulk requests (grace over)", [e["log_id"] for e in events],
-                                  opensearch, restarted.environment)
+                                  opensearch, restarted.environment, fault="graceful_stop", ack_mode="durable",
+                                  settings=stuck.report_settings("SHUTDOWN_GRACE_SECONDS"))

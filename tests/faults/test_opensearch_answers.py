@@ -38,7 +38,8 @@ def test_a_401_pauses_delivery_without_burning_attempts_until_the_setting_is_fix
 
     nginx.configure(require_password=False)  # the operator fixes the credentials
     assert_delivered_exactly_once("401 from a proxy, then fixed", [e["log_id"] for e in events], opensearch,
-                                  collector.environment)
+                                  collector.environment, fault="opensearch_misconfigured", ack_mode="durable",
+                                  settings=collector.report_settings("MAX_DELIVERY_ATTEMPTS"))
     wait_until(lambda: metric(collector, "event_collector_delivery_paused") == 0, timeout=30)
     assert collector.dead_letters() == []
 
@@ -51,7 +52,8 @@ def test_a_413_from_a_proxy_splits_the_batches_until_they_pass(collector_factory
     response = collector.http.post("/events/batch", content=msgspec.json.encode(events), headers=collector.auth())
     assert response.json()["accepted"] == 1000
     assert_delivered_exactly_once("413 from a proxy's body limit", [e["log_id"] for e in events], opensearch,
-                                  collector.environment)
+                                  collector.environment, fault="opensearch_misconfigured", ack_mode="durable",
+                                  settings=collector.report_settings("BULK_SIZE"))
     assert metric(collector, "event_collector_bulk_requests_total", result="too_large") >= 1
     assert "batches are now cut at" in collector.log()
     assert collector.dead_letters() == []

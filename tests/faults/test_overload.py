@@ -31,7 +31,8 @@ def test_items_refused_with_429_are_retried_alone_until_delivered(collector_fact
                    timeout=120, message="OpenSearch refusing items with 429")
     assert "429" in collector.log()
     assert_delivered_exactly_once("429 from a one-thread write pool", load, tiny_write_pool.client,
-                                  collector.environment)
+                                  collector.environment, fault="opensearch_429", ack_mode="memory",
+                                  settings=collector.report_settings("BULK_SIZE", "BULK_WORKERS"))
     # Had whole batches been resent, items already created would come back as 409 and count again.
     assert metric(collector, "event_collector_events_delivered_total") == len(load.accepted)
 
@@ -48,7 +49,8 @@ def test_a_store_at_its_cap_answers_503_and_every_2xx_is_delivered(collector_fac
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=capped.environment)
     counts = assert_delivered_exactly_once("pending store at its cap (503 + Retry-After)", load, opensearch,
-                                           restarted.environment)
+                                           restarted.environment, fault="store_at_cap", ack_mode="durable",
+                                           settings=capped.report_settings("PENDING_MAX_BYTES"))
     # A 503 is answered before the event is stored: none of the refused events turns up.
     assert set(counts) == set(load.accepted)
     # Once drained, the store takes events again.

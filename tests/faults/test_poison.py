@@ -44,10 +44,13 @@ def test_poison_events_are_dead_lettered_then_requeued_after_the_mapping_is_fixe
     opensearch.http.put(f"/{index}/_settings", json={"index.mapping.ignore_malformed": True}).raise_for_status()
     opensearch.http.post(f"/{index}/_open", params={"wait_for_active_shards": "1"}).raise_for_status()
     assert f"{len(poison)} dead letters moved back" in cli(collector, "dead-letter", "requeue", "--reason", "mapper")
+    requeued = time.monotonic()
 
     wait_until(lambda: opensearch.count(collector.environment) == len(stream), timeout=60, message="poison delivered")
     counts = opensearch.log_id_counts(collector.environment)
-    report = delivery_report("poison events, requeued after the fix", [e["log_id"] for e in stream], counts)
+    report = delivery_report("poison events, requeued after the fix", [e["log_id"] for e in stream], counts,
+                             fault="poison_events", ack_mode="durable", drain_seconds=time.monotonic() - requeued,
+                             settings=collector.report_settings())
     assert (report["lost"], report["duplicated"]) == (0, 0), report
     assert collector.dead_letters() == []
     wait_until(lambda: collector.pending_rows() == 0, timeout=30, message="the pending table to empty")

@@ -20,9 +20,13 @@ def test_sigterm_in_memory_mode_with_a_full_buffer_ships_everything(collector_fa
     assert collector.pending_rows() == 0
     assert opensearch.count(collector.environment) == 0
 
+    stopping = time.monotonic()
     assert collector.stop(signal.SIGTERM) == 0
+    stopped = time.monotonic()
     counts = opensearch.log_id_counts(collector.environment)
-    report = delivery_report("SIGTERM, memory mode, full buffer", [e["log_id"] for e in events], counts)
+    report = delivery_report("SIGTERM, memory mode, full buffer", [e["log_id"] for e in events], counts,
+                             fault="graceful_stop", ack_mode="memory", drain_seconds=stopped - stopping,
+                             settings=collector.report_settings("QUEUE_CAPACITY"))
     assert (report["lost"], report["duplicated"]) == (0, 0), report
     assert set(counts) == {e["log_id"] for e in events}
 

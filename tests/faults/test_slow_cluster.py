@@ -18,7 +18,9 @@ def test_events_waiting_long_in_a_full_buffer_are_shipped_once(collector_factory
         assert load.count(200) == len(load.accepted)
         # Still slow while the backlog drains: the buffer has room again, and what it holds has been
         # there for seconds.
-        assert_delivered_exactly_once("slow cluster, full buffer (durable)", load, opensearch, collector.environment)
+        assert_delivered_exactly_once("slow cluster, full buffer (durable)", load, opensearch, collector.environment,
+                                      fault="opensearch_slow", ack_mode="durable",
+                                      settings=collector.report_settings("QUEUE_CAPACITY"))
         wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the pending table to empty")
         # Every event went out once: a second copy would have been answered 409 and counted again.
         assert metric(collector, "event_collector_events_delivered_total") == len(load.accepted)

@@ -100,6 +100,7 @@ def test_retention_over_half_a_million_rows_under_durable_load(collector_factory
     assert count(database, "dead_letter") == OLD_ROWS
     accepted = load.accepted + probe.accepted
     assert_delivered_exactly_once("retention of 500,000 rows under load", accepted, opensearch, collector.environment,
+                                  fault="store_upkeep", ack_mode="durable", settings=collector.report_settings(),
                                   sent=load.sent + len(probe.accepted))
     # Nobody took over a live process's rows: each event was shipped once, none a second time (409).
     wait_until(lambda: metric(collector, "event_collector_events_delivered_total") >= len(accepted), timeout=30,

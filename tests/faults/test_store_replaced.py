@@ -33,7 +33,8 @@ def test_deleting_the_store_under_a_running_collector_loses_nothing(collector_fa
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)
     acknowledged = [e["log_id"] for e in before] + [e["log_id"] for e, s in zip(after, statuses) if s == 200]
     assert_delivered_exactly_once("store files deleted under a running collector", acknowledged, opensearch,
-                                  restarted.environment, sent=len(before) + len(after))
+                                  restarted.environment, sent=len(before) + len(after), fault="store_files_lost",
+                                  ack_mode="durable", settings=stranded.report_settings())
     wait_until(lambda: restarted.pending_rows() == 0, timeout=60, message="the pending table to empty")
     # Said loudly: a metric and an error in the log.
     assert noticed == 1
@@ -54,7 +55,8 @@ def test_a_store_deleted_while_no_traffic_comes_is_made_again_before_a_kill_9(co
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)
     assert_delivered_exactly_once("store files deleted, no traffic, kill -9", [e["log_id"] for e in accepted],
-                                  opensearch, restarted.environment)
+                                  opensearch, restarted.environment, fault="store_files_lost", ack_mode="durable",
+                                  settings=stranded.report_settings("QUEUE_CAPACITY"))
 
 
 def test_after_the_write_ahead_log_is_deleted_every_commit_is_copied_into_the_store(collector_factory, opensearch,
@@ -72,4 +74,5 @@ def test_after_the_write_ahead_log_is_deleted_every_commit_is_copied_into_the_st
 
     restarted = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=stranded.environment)
     assert_delivered_exactly_once("store's write-ahead log deleted, kill -9", [e["log_id"] for e in before + after],
-                                  opensearch, restarted.environment)
+                                  opensearch, restarted.environment, fault="store_files_lost", ack_mode="durable",
+                                  settings=stranded.report_settings("QUEUE_CAPACITY"))

@@ -33,7 +33,8 @@ def test_a_store_of_the_previous_schema_is_migrated_and_every_row_delivered(coll
     make_store_of_schema_2(database, environment, in_flight, waiting)
 
     collector = collector_factory(DATABASE=database, SERVER_ENVIRONMENT=environment, ACK_MODE="durable")
-    assert_delivered_exactly_once("a store of schema 2 after a crash", in_flight + waiting, opensearch, environment)
+    assert_delivered_exactly_once("a store of schema 2 after a crash", in_flight + waiting, opensearch, environment,
+                                  fault="store_upkeep", ack_mode="durable", settings=collector.report_settings())
     wait_until(lambda: collector.pending_rows() == 0, timeout=60, message="the store to empty")
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)

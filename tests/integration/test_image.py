@@ -62,7 +62,8 @@ def test_the_image_runs_as_non_root_keeps_its_store_on_the_volume_and_delivers_o
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
             assert {http.post("/events", json=e).status_code for e in events} == {200}
         assert_delivered_exactly_once("container image (podman, 2 workers)", [e["log_id"] for e in events],
-                                      opensearch, environment)
+                                      opensearch, environment, fault="none", ack_mode="durable",
+                                      settings={"SERVER_WORKERS": "2", "image": "podman, read-only root"})
 
         stopped = podman("stop", "-t", "20", name, timeout=60)
         assert stopped.returncode == 0, stopped.stderr

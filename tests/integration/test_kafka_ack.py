@@ -166,7 +166,10 @@ def test_a_broker_killed_under_load_loses_no_acknowledged_event(kafka: KafkaClus
     counts: dict[str, int] = {}
     for log_id in log_ids(records):
         counts[log_id] = counts.get(log_id, 0) + 1
-    report = delivery_report("kafka: a broker killed under load (in the topic)", load, counts)
+    report = delivery_report("kafka: a broker killed under load (in the topic)", load, counts,
+                             fault="kafka_broker_killed", ack_mode="kafka", drain_seconds=None,
+                             settings={"brokers": "3, replication 3, min.insync.replicas 2",
+                                       "counted": "in the topic (acks=all)"})
     assert report["lost"] == 0 and report["duplicated"] == 0, (report, load.statuses)
     missing = set(load.accepted) - set(counts)
     assert not missing, f"{len(missing)} events answered 2xx are not in the topic"

@@ -138,9 +138,12 @@ def cli(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def assert_once(name: str, sent: list[Envelope], opensearch, environment: str) -> None:
+def assert_once(name: str, sent: list[Envelope], opensearch, environment: str, *, fault: str,
+                settings: dict[str, object]) -> None:
     counts = opensearch.log_id_counts(environment)
-    report = delivery_report(name, [e.log_id for e in sent], counts)
+    # Each caller has waited for the count itself, so the time to drain is not measured here.
+    report = delivery_report(name, [e.log_id for e in sent], counts, fault=fault, ack_mode="kafka",
+                             drain_seconds=None, settings=settings)
     assert (report["lost"], report["duplicated"]) == (0, 0), report
     assert set(counts) == {e.log_id for e in sent}
 
@@ -152,7 +155,8 @@ def test_events_on_the_topic_are_indexed_once_with_their_ids_and_bodies(kafka, i
     indexer = indexers(topics.env(BULK_SIZE=100, ACK_MODE="kafka"))
     wait_until(lambda: opensearch.count(topics.environment) >= len(sent), timeout=90,
                message="the topic indexed")
-    assert_once("kafka indexer: one indexer", sent, opensearch, topics.environment)
+    assert_once("kafka indexer: one indexer", sent, opensearch, topics.environment, fault="none",
+                settings={"indexers": "1"})
     document = opensearch.indexed_document(topics.environment, sent[5].log_id)
     assert document == msgspec.json.decode(sent[5].document)
     # Every record settled is committed, and only then.
@@ -176,7 +180,8 @@ def test_two_indexers_share_the_partitions_and_one_killed_hands_them_over(kafka,
     topics.produce(sent[1000:])
     wait_until(lambda: opensearch.count(topics.environment) >= len(sent), timeout=120,
                message=f"every event indexed after the kill\n{second.log()}")
-    assert_once("kafka indexer: one of two killed", sent, opensearch, topics.environment)
+    assert_once("kafka indexer: one of two killed", sent, opensearch, topics.environment, fault="worker_killed",
+                settings={"indexers": "2, one killed"})
     wait_until(lambda: topics.committed() == len(sent), timeout=60, message="every offset committed by the survivor")
     assert second.stop() == 0, second.log()
 
@@ -203,7 +208,8 @@ def test_an_outage_pauses_the_indexer_without_committing_or_skipping(kafka, inde
         proxy.upstream_port = int(OPENSEARCH_URL.rstrip("/").rsplit(":", 1)[1])
         wait_until(lambda: opensearch.count(topics.environment) >= len(sent), timeout=90,
                    message=f"delivered after OpenSearch returned\n{indexer.log()}")
-        assert_once("kafka indexer: OpenSearch outage", sent, opensearch, topics.environment)
+        assert_once("kafka indexer: OpenSearch outage", sent, opensearch, topics.environment,
+                    fault="opensearch_down", settings={"indexers": "2, one stopped during the outage"})
         wait_until(lambda: topics.committed() == len(sent), timeout=30, message="offsets committed after the outage")
         assert indexer.stop() == 0
     finally:
@@ -247,7 +253,8 @@ def test_refused_events_are_dead_lettered_and_requeued_after_the_fix(kafka, inde
     assert f"{len(poison)} dead letters requeued to {topics.topic}" in cli(env, "dead-letter", "requeue",
                                                                           "--reason", "mapper")
     wait_until(lambda: opensearch.count(topics.environment) >= len(sent), timeout=60, message="requeued ones indexed")
-    assert_once("kafka indexer: poison events requeued after the fix", sent, opensearch, topics.environment)
+    assert_once("kafka indexer: poison events requeued after the fix", sent, opensearch, topics.environment,
+                fault="poison_events", settings={"indexers": "1"})
     # The requeue mark: the same letters are not requeued twice; the record that is not an event stays.
     assert "0 dead letters requeued" in cli(env, "dead-letter", "requeue", "--reason", "mapper")
     assert "1 dead letters requeued" in cli(env, "dead-letter", "requeue", "--reason", "not an event")
@@ -272,7 +279,8 @@ def test_a_record_with_raw_newlines_costs_only_itself_and_the_batch_is_not_retri
                timeout=60, message=f"the topic indexed\n{indexer.log()}")
     # No request was refused as a whole: nothing waited for a retry, each record was settled at its first try.
     assert "kept for retry" not in indexer.log(), indexer.log()
-    assert_once("kafka indexer: a record with raw newlines", sent + [pretty], opensearch, topics.environment)
+    assert_once("kafka indexer: a record with raw newlines", sent + [pretty], opensearch, topics.environment,
+                fault="poison_events", settings={"indexers": "1"})
     assert opensearch.indexed_document(topics.environment, pretty.log_id) == msgspec.json.decode(pretty.document)
     wait_until(lambda: topics.committed() == len(sent) + 2, timeout=30, message="every offset committed")
     letters = topics.dead_letters()

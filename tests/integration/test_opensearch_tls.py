@@ -65,7 +65,9 @@ def test_the_right_ca_and_password_deliver_exactly_once_and_no_password_is_writt
     collector = collector_factory(OPEN_SEARCH_DNS=nginx.url, OPEN_SEARCH_CA_CERTS=ca.bundle,
                                   OPEN_SEARCH_USERNAME="operator", OPEN_SEARCH_PASSWORD=password)
     log_ids = send(collector, 50)
-    assert_delivered_exactly_once("TLS (private CA) and basic auth", log_ids, opensearch, collector.environment)
+    assert_delivered_exactly_once("TLS (private CA) and basic auth", log_ids, opensearch, collector.environment,
+                                  fault="none", ack_mode="durable",
+                                  settings=collector.report_settings("OPEN_SEARCH_CA_CERTS"))
     metrics_page = collector.http.get("/metrics").text
     collector.stop()
     assert collector.dead_letters() == []
@@ -117,7 +119,8 @@ def test_a_wrong_password_pauses_without_dead_letters_then_a_restart_with_the_ri
                               OPEN_SEARCH_USERNAME="operator", OPEN_SEARCH_PASSWORD=right,
                               DATABASE=collector.database, SERVER_ENVIRONMENT=collector.environment)
     assert_delivered_exactly_once("wrong password, then fixed and restarted", log_ids, opensearch,
-                                  collector.environment)
+                                  collector.environment, fault="opensearch_misconfigured", ack_mode="durable",
+                                  settings=fixed.report_settings())
     wait_until(lambda: fixed.pending_rows() == 0, timeout=30, message="the store emptied")
     metrics_page = fixed.http.get("/metrics").text
     fixed.stop()
@@ -134,7 +137,8 @@ def test_mutual_tls_delivers_with_the_client_certificate_and_nothing_without(col
                                          OPEN_SEARCH_CLIENT_CERT=client.certificate, OPEN_SEARCH_CLIENT_KEY=client.key)
     log_ids = send(with_certificate, 20)
     assert_delivered_exactly_once("mutual TLS with a client certificate", log_ids, opensearch,
-                                  with_certificate.environment)
+                                  with_certificate.environment, fault="none", ack_mode="durable",
+                                  settings=with_certificate.report_settings("OPEN_SEARCH_CLIENT_CERT"))
 
     without = collector_factory(OPEN_SEARCH_DNS=nginx.url, OPEN_SEARCH_CA_CERTS=ca.bundle)
     send(without, 20)
@@ -154,7 +158,9 @@ def test_verify_certs_false_delivers_and_warns_at_every_start(collector_factory,
     nginx.start(tls=server_certificate)  # signed by a CA the collector is not told about
     collector = collector_factory(OPEN_SEARCH_DNS=nginx.url, OPEN_SEARCH_VERIFY_CERTS="false")
     log_ids = send(collector, 10)
-    assert_delivered_exactly_once("OPEN_SEARCH_VERIFY_CERTS=false", log_ids, opensearch, collector.environment)
+    assert_delivered_exactly_once("OPEN_SEARCH_VERIFY_CERTS=false", log_ids, opensearch, collector.environment,
+                                  fault="none", ack_mode="durable",
+                                  settings=collector.report_settings("OPEN_SEARCH_VERIFY_CERTS"))
     collector.stop()
     assert collector.log().count("OPEN_SEARCH_VERIFY_CERTS=false") == 1
     collector.start()

@@ -167,3 +167,16 @@ def test_the_compose_file_runs_opensearch_with_its_security_plugin_and_the_colle
     healthcheck = " ".join(services["collector"]["healthcheck"]["test"])
     path = re.search(rf"127\.0\.0\.1:{served}(/\w+)", healthcheck).group(1)
     assert path.encode() in _READ_ROUTES
+
+
+def test_every_alert_rule_reads_a_metric_the_collector_exports():
+    from event_collector import metrics
+
+    exported = {name for collector in metrics.REGISTRY._collector_to_names for name in
+                metrics.REGISTRY._collector_to_names[collector]}
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yaml").read_text())["groups"][0]["rules"]
+    assert rules
+    for rule in rules:
+        named = set(re.findall(r"event_collector_\w+", rule["expr"]))
+        assert named and named <= exported, (rule["alert"], named - exported)
+        assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]

@@ -23,6 +23,7 @@ from confluent_kafka import Message
 
 from .. import metrics
 from ..exceptions import OpenSearchUnavailable
+from ..outcomes import count_dead_letters
 from ..retry import Breaker, backoff_seconds, pause_reason
 from ..settings import Settings
 from ..shipper.bulk import bulk_body, classify
@@ -151,7 +152,10 @@ class Indexer:
         for envelope in outcome.delivered:
             del batch.waiting[position_of[id(envelope)]]
         metrics.events_delivered.inc(len(outcome.delivered))
+        # From the record's received_at header: the collector's 2xx, so the lag includes the time in the topic.
+        metrics.observe_delivery_lag(envelope.received_at for envelope in outcome.delivered)
         self.delivered += len(outcome.delivered)
+        count_dead_letters(outcome.rejected)
         for failure in outcome.rejected:
             batch.give_up(position_of[id(failure.envelope)], failure.reason)
         if not outcome.retry:
@@ -163,6 +167,7 @@ class Indexer:
             position = position_of[id(failure.envelope)]
             attempts = batch.attempts[position] = batch.attempts.get(position, 0) + 1
             if attempts >= self._settings.max_delivery_attempts:
+                metrics.dead_letters.labels("attempts_exhausted").inc()
                 batch.give_up(position, f"gave up after {attempts} attempts: {failure.reason}")
             else:
                 longest = max(longest, attempts)

@@ -94,6 +94,9 @@ class PendingStore(Protocol):
     async def receipts(self, log_ids: list[str]) -> StoredReceipts:
         """The pending rows and dead letters of these events, every process's (POST /v1/receipts)."""
 
+    async def oldest_unowned_received_at(self) -> float | None:
+        """When the oldest row nobody holds was received (None when there is none); cheap: read on a timer."""
+
     # -- upkeep, by one janitor per store ------------------------------------------------------------
 
     async def adopt_orphans(self) -> int:

@@ -37,6 +37,7 @@ class Janitor:
         await store.adopt_orphans()
         expired = await store.expire_pending(self._pending_retention_days)
         if expired:
+            metrics.dead_letters.labels("expired").inc(expired)
             log.warning("%d pending events older than %g days moved to dead-letter as expired",
                         expired, self._pending_retention_days)
         purged = await store.purge_dead_letters(self._dead_letter_retention_days)

@@ -19,6 +19,7 @@ import logging
 import sqlite3
 import msgspec
 
+from .. import metrics
 from ..envelope import Envelope
 from .base import DeadLetter, Failure, PendingStatistics
 
@@ -155,6 +156,7 @@ def claim(connection: sqlite3.Connection, owner: str, now: float, limit: int) ->
         connection.executemany("INSERT INTO doomed (id, reason, attempts) SELECT id, 'unreadable pending row',"
                                " attempts FROM pending WHERE id = ?", [(row[0],) for row in unreadable])
         move_to_dead_letter(connection, now)
+        metrics.dead_letters.labels("unreadable").inc(len(unreadable))
     return envelopes
 
 

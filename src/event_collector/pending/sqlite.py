@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any, Callable
 
+from .. import metrics
 from ..envelope import Envelope
 from ..exceptions import StoreError, StoreFull
 from ..retry import backoff_seconds
@@ -195,6 +196,8 @@ class SqliteStore:
             return rows.insert_pending(connection, new_rows) if new_rows else None
 
         ids = await self.engine.write(keep)
+        if exhausted:
+            metrics.dead_letters.labels("attempts_exhausted").inc(len(exhausted))
         self._settled([f.envelope for f in failures])
         for failure, row_id in zip(new, ids or ()):
             failure.envelope.pending_id = row_id
@@ -257,6 +260,9 @@ class SqliteStore:
 
     async def receipts(self, log_ids: list[str]) -> lookup.StoredReceipts:
         return await self.engine.call(lambda connection: lookup.find(connection, log_ids))
+
+    async def oldest_unowned_received_at(self) -> float | None:
+        return await statistics.oldest_unowned(self.engine)
 
     # -- upkeep and the operator's tools: maintenance.py ---------------------------------------------
 

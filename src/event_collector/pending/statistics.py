@@ -20,6 +20,13 @@ async def read(engine: Engine) -> PendingStatistics:
     return stored.with_in_flight(*flying)
 
 
+async def oldest_unowned(engine: Engine) -> float | None:
+    """When the oldest pending row nobody holds was received: one probe of the partial index
+    `pending_unowned_received` (schema.py), cheap enough for a timer however many rows wait."""
+    return await engine.call(
+        lambda c: c.execute("SELECT min(received_at) FROM pending WHERE lease_owner IS NULL").fetchone()[0])
+
+
 def _in_flight(store_path: str) -> tuple[int, int, float | None]:
     """How many events the journals beside the store hold unsettled, their documents' bytes and the oldest's
     time of receipt."""

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ..envelope import Envelope
-from ..outcomes import Failure, Outcome
+from ..outcomes import Failure, Outcome, dead_letter_class
 
 _encode = msgspec.json.encode
 _RETRYABLE_ERROR_TYPES = {"cluster_block_exception", "es_rejected_execution_exception",
@@ -49,7 +49,7 @@ def classify(batch: list[Envelope], status: int, body: Any) -> Outcome:
         if item_status == 429 or item_status >= 500 or item_status == 0 or error_type in _RETRYABLE_ERROR_TYPES:
             outcome.retry.append(Failure(envelope, reason))
         else:
-            outcome.rejected.append(Failure(envelope, reason))
+            outcome.rejected.append(Failure(envelope, reason, dead_letter_class(error_type, item_status)))
     return outcome
 
 
