@@ -80,7 +80,8 @@ class ConfigFiles:
                     return False
                 await self._refuse_conflicts(book, in_force)
             except (ConfigError, OpenSearchUnavailable) as exc:
-                log.error("%s; the rules in force stay (version %s)", exc, in_force.version)
+                # Formatted here: each refusal is its own kind for logs.RepeatFilter, so none is held back.
+                log.error(f"{exc}; the rules in force stay (version {in_force.version})")
                 return False
             self._hand_to_templates(book)
             self.rules.adopt(book)

@@ -74,7 +74,8 @@ class Rules:
     def adopt(self, book: RuleBook) -> None:
         previous, self.book = self.book, book
         self._show(previous, book)
-        log.info("RULES_FILE %s in force: version %s, %d sources", self.file.path, book.version, len(book.sources))
+        # Formatted here: each version is its own kind for logs.RepeatFilter, so none is held back.
+        log.info(f"RULES_FILE {self.file.path} in force: version {book.version}, {len(book.sources)} sources")
 
     @staticmethod
     def _show(previous: RuleBook | None, book: RuleBook) -> None:
