@@ -310,3 +310,26 @@ def test_rules_check_holds_a_file_against_the_live_node(shop, opensearch, tmp_pa
     invalid = check(broken)
     assert invalid.returncode == 1 and "sources.events.events.added_to_cart.policy: 'later'" in invalid.stderr
     assert httpx.get(shop.url + "/metrics").text.count(f'event_collector_rules_info{{version="{version_of(shop)}"}} 1')
+
+
+def test_each_worker_reads_a_changed_file_on_its_own(tmp_path, opensearch):
+    collector, rules = start(tmp_path, plan("first"), SERVER_WORKERS=2)
+    try:
+        def versions_by_worker() -> dict[int, str]:
+            seen = {}
+            for _ in range(40):  # a connection each: the kernel spreads them over the workers
+                report = httpx.get(collector.url + "/readyz", timeout=10).json()
+                seen[report["pid"]] = report["rules"]["version"]
+            return seen
+
+        wait_until(lambda: len(versions_by_worker()) == 2, timeout=30, message="both workers answer")
+        rules.write_text(plan("second"))
+
+        def all_second() -> bool:
+            seen = versions_by_worker()
+            return len(seen) == 2 and all(version.startswith("second-") for version in seen.values())
+
+        wait_until(all_second, timeout=30, message="both workers on the new plan")
+        assert collector.post_event(purchase(price="1")).status_code == 400
+    finally:
+        collector.stop()
