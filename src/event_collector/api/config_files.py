@@ -106,4 +106,4 @@ class ConfigFiles:
 
     def _hand_to_templates(self, book: RuleBook) -> None:
         if self._template is not None:
-            self._template.set_own_fields(book.typed_mappings(self.family_of))
+            self._template.set_own_fields(book.typed_mappings(self.sources.book, self._environment))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .. import metrics
 from ..exceptions import ConfigError
@@ -46,9 +46,11 @@ class RuleBook:
     def typed_by_source(self) -> dict[str, dict[str, TypedField]]:
         return {name: rules.plan.typed for name, rules in self.sources.items() if rules.plan.typed}
 
-    def typed_mappings(self, family_of: Callable[[str], str]) -> dict[str, dict[str, Any]]:
-        """The `typed` mappings the index templates add, by family (shipper/template.py's own fields)."""
-        return {family_of(name): typed_mapping(typed) for name, typed in self.typed_by_source().items()}
+    def typed_mappings(self, sources: Any, environment: str) -> dict[str, dict[str, Any]]:
+        """The `typed` mappings the index templates add, by family (shipper/template.py's own fields);
+        `sources` is a sources.SourceBook (source_family)."""
+        return {source_family(name, sources, environment): typed_mapping(typed)
+                for name, typed in self.typed_by_source().items()}
 
 
 class Rules:
