@@ -76,23 +76,26 @@ class RulesGate:
         return None
 
     def stamp(self, request: IngestRequest) -> None:
-        """Each document with the rules' version, and what its verdict adds."""
-        version = request.rules_book.version
+        """Each document with the rules' version, and what its verdict adds: the document is a JSON object,
+        whose closing brace gives way to the added fields (encoding it again would cost more than the rules)."""
+        version_field = request.rules_book.version_field
         verdicts = request.verdicts
         for number, envelope in enumerate(request.envelopes):
-            extra: dict[str, Any] = {"rules_version": version}
             verdict = verdicts[number] if verdicts is not None else None
-            if verdict is not None:
-                if verdict.violations:
-                    extra["violations"] = verdict.violations
-                if verdict.bot:
-                    extra["bot"] = True
-                if verdict.typed:
-                    extra["typed"] = verdict.typed
-                if verdict.outcome == "quarantined":
-                    envelope.index = QUARANTINE_PREFIX + envelope.index
-            # The document is a JSON object: its closing brace gives way to the added fields.
-            envelope.document = envelope.document[:-1] + b"," + _encode(extra)[1:]
+            if verdict is None or not (verdict.violations or verdict.bot or verdict.typed):
+                envelope.document = envelope.document[:-1] + version_field
+                continue
+            added = [envelope.document[:-1], version_field[:-1]]
+            if verdict.violations:
+                added.append(b',"violations":' + _encode(verdict.violations))
+            if verdict.bot:
+                added.append(b',"bot":true')
+            if verdict.typed:
+                added.append(b',"typed":' + _encode(verdict.typed))
+            added.append(b"}")
+            envelope.document = b"".join(added)
+            if verdict.outcome == "quarantined":
+                envelope.index = QUARANTINE_PREFIX + envelope.index
 
 
 def _judge_message(source: Any, message: Any, header_agent: str | None):

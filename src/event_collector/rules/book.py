@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from .. import metrics
 from ..exceptions import ConfigError
 from ..watched_file import WatchedFile
@@ -33,8 +35,8 @@ class RuleBook:
         # "<label>-<first 12 hex of the file's sha256>": in every document, /readyz and /metrics.
         self.version = version
         self.sources = sources
-        # The version as the documents carry it, spliced into each (api/rules_gate.py).
-        self.version_bytes = version.encode()
+        # The field as each document ends with it, spliced in (api/rules_gate.py).
+        self.version_field = b',"rules_version":' + msgspec.json.encode(version) + b"}"
 
     @classmethod
     def parse(cls, text: str, hash_key: bytes | None) -> "RuleBook":
