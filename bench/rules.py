@@ -15,12 +15,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from fastpath_cpu import SECRET, _Transport  # noqa: E402 - the same transport, the same secret
+import fastpath_cpu  # noqa: E402 - its rounds through the real protocol, with this module's requests
 
 REQUESTS = int(os.environ.get("BENCH_CPU_REQUESTS", "20000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -58,46 +57,18 @@ def requests(token: str, count: int, round_: int) -> list[bytes]:
     return made
 
 
-async def one_round(round_: int) -> float:
-    from uvicorn.config import Config
-    from uvicorn.server import ServerState
-
-    from event_collector.api.app import CollectorApp
-    from event_collector.api.auth import mint_token
-    from event_collector.api.protocol import CollectorHttpProtocol, ConnectionLimits
-    from event_collector.settings import load_settings
-
-    settings = load_settings()
-    app = CollectorApp(settings)
-    app.collector.accepting = True  # not started: no shipper takes events out of the buffer
-    config = Config(app, log_config=None, proxy_headers=False)
-    config.load()
-    state = ServerState()
-    state.default_headers = [(b"date", b"Sat, 28 Nov 2026 12:00:00 GMT"), (b"server", b"uvicorn")]
-    protocol = CollectorHttpProtocol(config=config, server_state=state, app_state={},
-                                     limits=ConnectionLimits.from_settings(settings, 1000))
-    transport = _Transport()
-    protocol.connection_made(transport)
-    batch = requests(mint_token(SECRET, "bench-user", 3600), REQUESTS, round_)
-    started = time.process_time()
-    for request in batch:
-        protocol.data_received(request)
-    spent = time.process_time() - started
-    assert transport.answers == REQUESTS and b'"created"' in transport.last, transport.last
-    protocol.connection_lost(None)
-    return spent / REQUESTS * 1e6
-
-
 def measure(rules_file: str) -> list[float]:
+    """fastpath_cpu's rounds, of this module's requests."""
     os.environ["RULES_FILE"] = rules_file
-    return [asyncio.run(one_round(n)) for n in range(REPEATS)]
+    fastpath_cpu.requests, fastpath_cpu.REQUESTS = requests, REQUESTS
+    return [asyncio.run(fastpath_cpu.one_round(n)) for n in range(REPEATS)]
 
 
 def main() -> int:
     workdir = tempfile.mkdtemp(prefix="event-collector-rules-cpu-")
     rules = Path(workdir) / "rules.yaml"
     rules.write_text(plan_text())
-    os.environ.update({"JWT_SECRET": SECRET, "ACK_MODE": "memory", "QUEUE_CAPACITY": str(REQUESTS + 1),
+    os.environ.update({"JWT_SECRET": fastpath_cpu.SECRET, "ACK_MODE": "memory", "QUEUE_CAPACITY": str(REQUESTS + 1),
                        "DATABASE_URL": f"sqlite://{workdir}/pending.db", "SERVER_ENVIRONMENT": "benchrules",
                        "RULES_HASH_KEY": "bench-hash-key-" + "h" * 32})
     without, with_rules = measure(""), measure(str(rules))
