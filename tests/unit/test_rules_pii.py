@@ -35,6 +35,12 @@ def test_hash_is_the_keyed_hmac_sha256_hex_of_the_string():
     assert len(result["email"]) == 64 and "ana@example.com" not in result["email"]
 
 
+@pytest.mark.parametrize("key", [b"k", b"k" * 63, b"k" * 64, b"k" * 65, bytes(range(256)) * 2])
+def test_hash_is_hmac_sha256_whatever_the_key_length(key):
+    """pii.py computes HMAC from its padded key states; keys longer than SHA-256's block are hashed first."""
+    assert scrubbed({"email": "hash"}, {"email": "ana@example.com"}, key=key)["email"] == hashed(b"ana@example.com", key)
+
+
 def test_equal_values_hash_alike_and_the_key_matters():
     first = scrubbed({"email": "hash"}, {"email": "ana@example.com"})["email"]
     assert scrubbed({"email": "hash"}, {"email": "ana@example.com"})["email"] == first

@@ -26,7 +26,7 @@ The input is never changed: only the objects and lists on the way to a changed v
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 from typing import Any, Callable
 
 import msgspec
@@ -38,9 +38,12 @@ MASKED_NON_STRING = "****"
 
 _json = msgspec.json.Encoder(order="sorted")
 _DROPPED = object()
+_SHA256_BLOCK_BYTES = 64
 
 
 def hasher(key: bytes) -> Callable[[Any], Any]:
+    hmac_sha256 = _hmac_sha256(key)
+
     def hash_value(value: Any) -> Any:
         if isinstance(value, str):
             # surrogatepass: a JSON string may carry a lone surrogate (\ud800), which strict UTF-8 refuses.
@@ -51,8 +54,27 @@ def hasher(key: bytes) -> Callable[[Any], Any]:
             return [hash_value(item) for item in value]
         else:
             data = _json.encode(value)
-        return hmac.digest(key, data, "sha256").hex()
+        return hmac_sha256(data)
     return hash_value
+
+
+def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
+    """HMAC-SHA256 (RFC 2104) from the two padded key states, computed once: with OpenSSL 3, hmac.digest sets up
+    its MAC anew on each call, which costs 2 to 3 times this (bench/rules_transforms.py). The result is
+    hmac.new(key, data, sha256).hexdigest(), as tests/unit/test_rules_pii.py checks."""
+    if len(key) > _SHA256_BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK_BYTES, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+
+    def digest(data: bytes) -> str:
+        inner_hash = inner.copy()
+        inner_hash.update(data)
+        outer_hash = outer.copy()
+        outer_hash.update(inner_hash.digest())
+        return outer_hash.hexdigest()
+    return digest
 
 
 def mask(value: Any) -> Any:
