@@ -160,3 +160,12 @@ def test_the_stages_run_in_order_drop_bots_sampling_plan_pii():
     assert scrubbed.outcome == "kept"
     assert scrubbed.properties["currency"] == scrubbed.typed["currency"] == "h(EUR)"
     assert GOOD["currency"] == "EUR"
+
+
+def test_a_hostile_event_is_judged_within_bounds_and_copies_nothing_typed():
+    tag_plan = SourceRules(parse_file(SHOP.replace("policy: reject", "policy: tag")
+                                      .replace("gift: {type: boolean}", "gift: {type: array, items: {type: integer}}"))
+                           .plans["events"], FakeTransforms())
+    verdict = judge(tag_plan, "purchase", {**GOOD, "gift": ["x"] * 10_000}, "param", None, "id-1")
+    assert verdict.outcome == "tagged" and len(verdict.violations) == 10
+    assert verdict.typed is None  # past the bound, no value is told sound

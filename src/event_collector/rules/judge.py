@@ -8,6 +8,7 @@ or "(unplanned)", so a sender cannot grow the series.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from .. import metrics
@@ -17,6 +18,8 @@ from .typed import typed_copy
 UNPLANNED_LABEL = "(unplanned)"
 # A document lists at most this many violations; an answer names the first.
 MAX_VIOLATIONS = 10
+# Past this many violations an event's typed copies are all left out rather than told apart.
+MAX_ERRORS_READ = 100
 # Outcomes that keep the event out of every index, answered 2xx all the same: the client must not resend it.
 DISCARDED = frozenset({"dropped", "bot_dropped", "sampled_out"})
 
@@ -63,8 +66,10 @@ def judge(rules: SourceRules, name: str | None, properties: dict[str, Any] | Non
             rule = "unplanned"
     elif plan.validator is not None and not plan.validator.is_valid(properties or {}):
         policy = plan.policy
-        errors = list(plan.validator.iter_errors(properties or {}))
-        broken = frozenset(str(error.instance_path[0]) for error in errors if error.instance_path)
+        # Bounded: a hostile event could break a rule per element of a long list.
+        errors = list(islice(plan.validator.iter_errors(properties or {}), MAX_ERRORS_READ))
+        broken = (frozenset(plan.typed) if len(errors) == MAX_ERRORS_READ else
+                  frozenset(str(error.instance_path[0]) for error in errors if error.instance_path))
         for error in errors[:MAX_VIOLATIONS]:
             verdict.violations.append(f"{_path(field, error)}: {error.kind.name}")
         first = errors[0]

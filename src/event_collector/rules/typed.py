@@ -30,6 +30,7 @@ _MAPPINGS = {
     "date": {"type": "date", "format": "strict_date_optional_time||epoch_millis", "ignore_malformed": True},
     "string": {"type": "keyword", "ignore_above": 1024},
 }
+_SCALARS = (str, int, float, bool)
 # The field under which the copies go, in the document and the template.
 TYPED_FIELD = "typed"
 
@@ -75,6 +76,7 @@ def typed_copy(typed: dict[str, TypedField], properties: dict[str, Any] | None,
     violation was found at or under)."""
     if not properties or not typed:
         return None
-    copy = {name: properties[name] for name in typed
-            if name not in broken and properties.get(name) is not None}
+    # Scalars only, whatever the schema said: an object in a keyword field would cost the whole document.
+    copy = {name: value for name in typed
+            if name not in broken and type(value := properties.get(name)) in _SCALARS}
     return copy or None
