@@ -1,5 +1,6 @@
-"""RULES_FILE at the door (docs/rules.md): the pipeline calls `screen` once the events are decoded and
-`stamp` once their documents are built (api/pipeline.py); neither runs when RULES_FILE is unset.
+"""RULES_FILE at the door (docs/rules.md): the pipeline hands its decoded events to `prepare` (api/pipeline.py),
+which screens them, has the pipeline build the documents of those kept, and stamps them; none of it runs when
+RULES_FILE is unset.
 
 `screen` judges each event under its source's rules (rules/judge.py; the JWT API is the source "events"):
 an event rejected by its plan refuses a single-event request (400 naming the event, the path and the rule)
@@ -13,7 +14,7 @@ rules' version, and the event's violations, bot flag and typed copies, and sends
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -35,6 +36,16 @@ _TRACKED_FIELD = {"track": "properties", "page": "properties", "screen": "proper
 class RulesGate:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
+
+    def prepare(self, request: IngestRequest, build: Callable[[IngestRequest], None]) -> Answer | None:
+        """The pipeline's last step under the rules: an Answer refusing the request, or None with the kept
+        events' documents in request.envelopes."""
+        refusal = self.screen(request)
+        if refusal is not None:
+            return refusal
+        build(request)
+        self.stamp(request)
+        return None
 
     def screen(self, request: IngestRequest) -> Answer | None:
         """Judge the request's events; None when the kept ones (maybe none) are in request.events."""
