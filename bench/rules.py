@@ -5,7 +5,8 @@ the same pipeline as the app's), into a collector in memory mode without shipper
 and with a plan of 50 events (a JSON Schema of six properties each), every transform on (bots flagged, an
 e-mail hashed, a phone masked, a street dropped, every event sampled at 0.99, one dropped by name). The bodies
 carry those properties, and each names one of the 50 events. Prints µs of CPU per event for both and their
-difference (target: at most 20 µs more). BENCH_CPU_REQUESTS (20,000) requests a round, BENCH_REPEATS rounds (5).
+difference (target: at most 20 µs more), rounds of each alternating. BENCH_CPU_REQUESTS (20,000) requests a
+round, BENCH_REPEATS rounds (5) of each.
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def requests(token: str, count: int, round_: int) -> list[bytes]:
     return made
 
 
-def measure(rules_file: str) -> list[float]:
-    """fastpath_cpu's rounds, of this module's requests."""
+def measure(rules_file: str, round_: int) -> float:
+    """One of fastpath_cpu's rounds, of this module's requests."""
     os.environ["RULES_FILE"] = rules_file
     fastpath_cpu.requests, fastpath_cpu.REQUESTS = requests, REQUESTS
-    return [asyncio.run(fastpath_cpu.one_round(n)) for n in range(REPEATS)]
+    return asyncio.run(fastpath_cpu.one_round(round_))
 
 
 def main() -> int:
@@ -71,7 +72,11 @@ def main() -> int:
     os.environ.update({"JWT_SECRET": fastpath_cpu.SECRET, "ACK_MODE": "memory", "QUEUE_CAPACITY": str(REQUESTS + 1),
                        "DATABASE_URL": f"sqlite://{workdir}/pending.db", "SERVER_ENVIRONMENT": "benchrules",
                        "RULES_HASH_KEY": "bench-hash-key-" + "h" * 32})
-    without, with_rules = measure(""), measure(str(rules))
+    # Rounds alternate, so that a machine busier in one half of the run weighs on both figures alike.
+    without, with_rules = [], []
+    for round_ in range(REPEATS):
+        without.append(measure("", round_))
+        with_rules.append(measure(str(rules), round_))
     plain, ruled = statistics.median(without), statistics.median(with_rules)
     print(f"no rules: median {plain:.2f} µs of CPU per event (min {min(without):.2f}, max {max(without):.2f})")
     print(f"a {EVENTS}-event plan, every transform on: median {ruled:.2f} µs (min {min(with_rules):.2f}, "

@@ -29,7 +29,8 @@ class Verdict:
 
     def __init__(self, outcome: str) -> None:
         self.outcome = outcome  # kept, tagged, quarantined, rejected, or one of DISCARDED
-        self.violations: list[str] = []
+        # A list only when there are some: most events have none, and every container made costs the GC.
+        self.violations: list[str] | tuple[()] = ()
         self.bot = False
         self.properties: Any = None  # the properties to index: scrubbed of PII
         self.typed: dict[str, Any] | None = None
@@ -60,7 +61,7 @@ def judge(rules: SourceRules, name: str | None, properties: dict[str, Any] | Non
     if plan is None:
         policy = rules.plan.unplanned
         if policy != "allow":
-            verdict.violations.append("event: unplanned")
+            verdict.violations = ["event: unplanned"]
             verdict.reason = f"event {name!r} is not in source {rules.plan.name!r}'s plan (rule unplanned)"
             verdict.field = "event"
             rule = "unplanned"
@@ -70,8 +71,7 @@ def judge(rules: SourceRules, name: str | None, properties: dict[str, Any] | Non
         errors = list(islice(plan.validator.iter_errors(properties or {}), MAX_ERRORS_READ))
         broken = (frozenset(plan.typed) if len(errors) == MAX_ERRORS_READ else
                   frozenset(str(error.instance_path[0]) for error in errors if error.instance_path))
-        for error in errors[:MAX_VIOLATIONS]:
-            verdict.violations.append(f"{_path(field, error)}: {error.kind.name}")
+        verdict.violations = [f"{_path(field, error)}: {error.kind.name}" for error in errors[:MAX_VIOLATIONS]]
         first = errors[0]
         rule = first.kind.name
         verdict.field = _path(field, first)
