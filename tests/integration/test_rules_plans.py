@@ -217,7 +217,9 @@ def test_sampling_keeps_the_same_decision_across_a_resend(shop, opensearch):
 def test_a_dropped_event_is_answered_2xx_counted_and_never_indexed(shop, opensearch):
     dropped = event(event="heartbeat")
     before = rules_counted(shop, "dropped", "heartbeat", "drop")
+    created = metric(shop, "event_collector_events_received_total", outcome="created")
     assert shop.post_event(dropped).status_code == 200
+    assert metric(shop, "event_collector_events_received_total", outcome="created") == created  # nothing kept
     batch = shop.http.post("/events/batch", json=[event(event="heartbeat"), purchase()], headers=shop.auth())
     assert batch.json() == {"status": "created", "accepted": 2, "rejected": []}
     assert rules_counted(shop, "dropped", "heartbeat", "drop") == before + 2
