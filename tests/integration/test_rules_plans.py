@@ -253,7 +253,7 @@ def test_a_plan_typing_a_field_apart_from_a_live_index_is_refused_and_the_last_g
         opensearch.indexed_document(collector.environment, seeded["log_id"])  # the index maps typed.price double
         rules.write_text(plan("second", price_type="string"))
         collector.process.send_signal(signal.SIGHUP)
-        wait_until(lambda: "conflicts with existing indices" in collector.log(), timeout=15,
+        wait_until(lambda: "conflicts with the typed fields in force" in collector.log(), timeout=15,
                    message="the conflicting plan refused")
         assert "typed.price is mapped as double" in collector.log() and "the plan makes it keyword" in collector.log()
         assert version_of(collector) == first

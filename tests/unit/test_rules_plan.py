@@ -169,3 +169,16 @@ def test_a_hostile_event_is_judged_within_bounds_and_copies_nothing_typed():
     verdict = judge(tag_plan, "purchase", {**GOOD, "gift": ["x"] * 10_000}, "param", None, "id-1")
     assert verdict.outcome == "tagged" and len(verdict.violations) == 10
     assert verdict.typed is None  # past the bound, no value is told sound
+
+
+def test_a_new_plan_retyping_a_field_in_force_is_named():
+    from event_collector.rules.book import RuleBook
+    from event_collector.rules.cluster import retyped_fields
+
+    in_force = RuleBook("shop-1-a", {"events": rules()})
+    retyped = RuleBook("shop-2-b", {"events": SourceRules(
+        parse_file(SHOP.replace("gift: {type: boolean}", "gift: {type: string}")).plans["events"], FakeTransforms())})
+    [change] = retyped_fields(retyped, in_force)
+    assert change.startswith("sources.events: field typed.gift is boolean in the rules in force (version shop-1-a); "
+                             "the plan makes it keyword")
+    assert retyped_fields(in_force, in_force) == []

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..exceptions import ConfigError, OpenSearchUnavailable
 from ..rules.book import RuleBook, Rules, source_family
-from ..rules.cluster import mapping_conflicts
+from ..rules.cluster import mapping_conflicts, retyped_fields
 from ..rules.errors import RulesError
 from ..sources import Sources
 
@@ -88,21 +88,20 @@ class ConfigFiles:
             return True
 
     async def _refuse_conflicts(self, book: RuleBook, in_force: RuleBook | None = None) -> None:
-        """RulesError naming each typed field an existing index maps otherwise. When OpenSearch cannot say,
-        OpenSearchUnavailable, unless the typed fields are those in force already (nothing new to check)."""
-        if self._client is None:
-            return
+        """RulesError naming each typed field the rules in force or an existing index type otherwise. When
+        OpenSearch cannot say, OpenSearchUnavailable, unless the typed fields are those in force already."""
         if in_force is not None and book.typed_by_source() == in_force.typed_by_source():
             return
-        try:
-            conflicts = await mapping_conflicts(book, self._client.request, self.family_of)
-        except OpenSearchUnavailable as exc:
-            raise OpenSearchUnavailable(f"RULES_FILE {self.rules.file.path if self.rules else ''}: version "
-                                        f"{book.version} changes typed fields, which cannot be checked against "
-                                        f"the live mappings now: {exc}") from None
+        where = f"RULES_FILE {self.rules.file.path if self.rules else ''}: version {book.version}"
+        conflicts = retyped_fields(book, in_force) if in_force is not None else []
+        if self._client is not None:
+            try:
+                conflicts += await mapping_conflicts(book, self._client.request, self.family_of)
+            except OpenSearchUnavailable as exc:
+                raise OpenSearchUnavailable(f"{where} changes typed fields, which cannot be checked against the "
+                                            f"live mappings now: {exc}") from None
         if conflicts:
-            raise RulesError(f"RULES_FILE {self.rules.file.path if self.rules else ''}: version {book.version} "
-                             f"conflicts with existing indices: {'; '.join(conflicts)}")
+            raise RulesError(f"{where} conflicts with the typed fields in force: {'; '.join(conflicts)}")
 
     def _hand_to_templates(self, book: RuleBook) -> None:
         if self._template is not None:

@@ -34,3 +34,20 @@ async def mapping_conflicts(book: RuleBook, request: Request, family_of: Callabl
                                      f"{field.event!r}). A mapping cannot change in place: keep the type, or "
                                      "name the property anew")
     return conflicts
+
+
+def retyped_fields(book: RuleBook, in_force: RuleBook) -> list[str]:
+    """Every typed property `book` gives another type than the rules in force do. Refused even where no index
+    maps it yet: events judged by the rules in force may still wait in the buffer or the pending store with
+    their typed copies, and a boolean field, which cannot ignore a malformed value, would refuse them."""
+    before = in_force.typed_by_source()
+    changes = []
+    for source, typed in sorted(book.typed_by_source().items()):
+        for name, field in sorted(typed.items()):
+            old = before.get(source, {}).get(name)
+            if old is not None and old.type != field.type:
+                changes.append(f"sources.{source}: field {TYPED_FIELD}.{name} is {old.type} in the rules in force "
+                               f"(version {in_force.version}); the plan makes it {field.type}. Events judged by "
+                               "the rules in force may still wait for delivery: keep the type, or name the "
+                               "property anew")
+    return changes
