@@ -268,6 +268,14 @@ def test_a_plan_typing_a_field_apart_from_a_live_index_is_refused_and_the_last_g
         wait_until(lambda: version_of(collector).startswith("fourth-"), timeout=15, message="a good plan taken")
     finally:
         collector.stop()
+    # At start-up a plan conflicting with the live indices stops the collector, naming the field.
+    (tmp_path / "conflicting.yaml").write_text(plan("fifth", price_type="string"))
+    refused = CollectorProcess(tmp_path, SERVER_ENVIRONMENT=collector.environment, RULES_HASH_KEY=HASH_KEY,
+                               RULES_FILE=tmp_path / "conflicting.yaml")
+    with pytest.raises(AssertionError, match="collector exited"):
+        refused.start()
+    assert "typed.price is mapped as double" in refused.log()
+    refused.http.close()
 
 
 def test_a_reload_under_load_loses_and_duplicates_nothing(tmp_path, opensearch):
