@@ -106,9 +106,11 @@ def version_of(collector) -> str:
 
 def test_reject_answers_400_naming_the_event_the_path_and_the_rule(shop, opensearch):
     before = rules_counted(shop, "rejected", "purchase", "type")
+    fast_answers = metric(shop, "event_collector_fast_path_answers_total")
     bad = purchase(price="9.50")
     response = shop.post_event(bad)
     assert response.status_code == 400
+    assert metric(shop, "event_collector_fast_path_answers_total") == fast_answers + 1  # the fast path judged it
     body = response.json()
     assert body["field"] == "param.price"
     assert "'purchase'" in body["error"] and "param.price" in body["error"] and "(rule type)" in body["error"]
