@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 
-from .exceptions import ConfigError
+from .exceptions import ConfigError, OpenSearchUnavailable
 from .settings import Settings, load_settings, require_jwt_secret
 from .verify.arguments import add_verify_parser
 
@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     purge.add_argument("--kafka", action="store_true",
                        help="not for KAFKA_DEAD_LETTER_TOPIC: its retention ages letters out")
     verify = add_verify_parser(commands)
+    rules = commands.add_parser("rules", help="check a RULES_FILE before deploying it (docs/rules.md)")
+    rules_commands = rules.add_subparsers(dest="action", required=True)
+    check = rules_commands.add_parser("check", help="the file's checks, and its typed fields against a live cluster")
+    check.add_argument("file", help="the rules file (YAML)")
+    check.add_argument("--opensearch", metavar="URL",
+                       help="hold the typed fields against this cluster's existing indices (default: file only)")
     args = parser.parse_args(argv)
     if args.command == "verify":
         # Runs against a deployment over HTTP, from anywhere: the collector's own settings do not apply.
@@ -101,7 +107,41 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings)
     if args.command == "index":
         return _index(settings)
+    if args.command == "rules":
+        return asyncio.run(_rules_check(settings, args.file, args.opensearch))
     return _tool(settings, args)
+
+
+async def _rules_check(settings: Settings, path: str, opensearch_url: str | None) -> int:
+    """serve's checks of a RULES_FILE (with this environment's settings): 0 and its version, or 1 and why not."""
+    from .rules.book import Rules, source_family
+    from .rules.cluster import mapping_conflicts
+    from .shipper.client import OpenSearchClient
+    from .sources import Sources
+
+    try:
+        book = Rules(path, settings.rules_hash_key).book
+        sources = Sources(settings.sources_file, settings.server_environment).book
+    except ConfigError as exc:
+        print(f"event-collector: {exc}", file=sys.stderr)
+        return 1
+    where = " (file only: no --opensearch)"
+    if opensearch_url:
+        client = OpenSearchClient(opensearch_url, settings.open_search_timeout_seconds)
+        await client.open()
+        family_of = lambda name: source_family(name, sources, settings.server_environment)  # noqa: E731
+        try:
+            conflicts = await mapping_conflicts(book, client.request, family_of)
+        except OpenSearchUnavailable as exc:
+            conflicts = [f"the live mappings could not be read: {exc}"]
+        finally:
+            await client.close()
+        if conflicts:
+            print("\n".join(f"event-collector: {path}: {conflict}" for conflict in conflicts), file=sys.stderr)
+            return 1
+        where = f"; no conflict with the indices at {opensearch_url}"
+    print(f"{path}: version {book.version}, {len(book.sources)} sources{where}")
+    return 0
 
 
 def _tool(settings: Settings, args: argparse.Namespace) -> int:
@@ -224,7 +264,7 @@ def _log_config(settings: Settings) -> dict:
     # connection settings (issue 9, section 1) and is looked up so that this holds before and after them.
     secrets = [settings.jwt_secret, getattr(settings, "open_search_password", None) or ""]
     secrets += [urlsplit(url.strip()).password or "" for url in settings.open_search_dns.split(",")]
-    secrets += [settings.kafka_sasl_password, settings.kafka_ssl_key_password]
+    secrets += [settings.kafka_sasl_password, settings.kafka_ssl_key_password, settings.rules_hash_key]
     return log_config(log_format, settings.log_level, secrets)
 
 

@@ -119,6 +119,8 @@ class Collector(StopSignals):
         replayer to bring back. Raises StoreError, before keeping any of them, when the events cannot all
         be kept.
         """
+        if not envelopes:
+            return CREATED  # all screened out by the rules (docs/rules.md): nothing to keep, a 2xx all the same
         try:
             status = await self._keep(envelopes)
         except StoreFull:

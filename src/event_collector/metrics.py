@@ -210,3 +210,16 @@ kafka_records_failed = Counter(
     "Records the Kafka brokers did not acknowledge within KAFKA_PRODUCE_TIMEOUT_SECONDS or refused; their "
     "requests were answered 503", registry=REGISTRY,
 )
+
+
+# Tracking plans (rules/, docs/rules.md).
+rules_events = Counter(
+    "event_collector_rules_events_total",
+    "Events the rules did not keep as sent, by outcome (rejected, quarantined, tagged, dropped, sampled_out, "
+    "bot_dropped, bot_flagged), source, event (a name from RULES_FILE, or \"(unplanned)\") and rule",
+    ["outcome", "source", "event", "rule"], registry=REGISTRY,
+)
+rules_info = Gauge(
+    "event_collector_rules_info", "1 for the RULES_FILE version in force (<label>-<12 hex of its sha256>)",
+    ["version"], registry=REGISTRY, multiprocess_mode="livemax",
+)

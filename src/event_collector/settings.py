@@ -158,6 +158,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_audience: str = ""
     # The tracking API's sources and their write keys (sources.py, README "The tracking API"); empty: none.
     sources_file: str = ""
+    # A tracking plan checked at accept time (docs/rules.md); empty: no rules, every event as sent.
+    rules_file: str = ""
+    # The key of the rules' PII `hash` action (keyed HMAC-SHA256): a value hashed under it is the same across
+    # events and never readable without it.
+    rules_hash_key: str = ""
     # Web pages of these origins may send events (api/cors.py); empty: CORS is off.
     cors_allowed_origins: _Origins = ""
     # uvicorn's access log, with query strings (a beacon's token) redacted (logs.QueryRedactingFilter).

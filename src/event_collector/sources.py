@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from typing import Annotated
 
 import msgspec
@@ -27,6 +26,7 @@ import yaml
 from msgspec import Meta
 
 from .exceptions import ConfigError
+from .watched_file import WatchedFile
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ _Name = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
 # Printable ASCII, long enough not to be guessed; the SDKs send it as HTTP Basic's user name.
 _WriteKey = Annotated[str, Meta(min_length=16, max_length=256, pattern=r"^[\x21-\x39\x3b-\x7e]+$")]
 _Origin = Annotated[str, Meta(pattern=r"^(\*|[A-Za-z][A-Za-z0-9+.-]*://[^/\s,*]+)$")]
-_MAX_FILE_BYTES = 1 << 20
 _Prefix = Annotated[str, Meta(pattern=r"^events_[a-z0-9][a-z0-9-]{0,59}$")]
 
 
@@ -107,32 +106,17 @@ class Sources:
 
     def __init__(self, path: str, environment: str) -> None:
         self.path = path
+        self.file = WatchedFile("SOURCES_FILE", path)
         self._environment = environment
-        self._seen: tuple[int, int, int, int] | None = None
         self.book = SourceBook([])
         if path:
             self.book = self._read()
 
     def _read(self) -> SourceBook:
-        try:
-            with open(self.path, encoding="utf-8") as file:
-                seen = _identity(os.fstat(file.fileno()))
-                text = file.read(_MAX_FILE_BYTES + 1)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"SOURCES_FILE {self.path}: cannot be read: {exc}") from None
-        self._seen = seen  # a bad file is said once, not at every look
-        if len(text) > _MAX_FILE_BYTES:
-            raise ConfigError(f"SOURCES_FILE {self.path}: larger than {_MAX_FILE_BYTES} bytes")
-        return SourceBook.parse(text, self.path, self._environment)
+        return SourceBook.parse(self.file.read_text(), self.path, self._environment)
 
     def changed(self) -> bool:
-        """Whether the file at the path is not the one last read (edited, or replaced by a rename)."""
-        if not self.path:
-            return False
-        try:
-            return _identity(os.stat(self.path)) != self._seen
-        except OSError:
-            return self._seen is not None
+        return self.file.changed()
 
     def reload(self) -> bool:
         """Read the file again; on any fault keep the sources in force and say why. True when it took."""
@@ -146,8 +130,3 @@ class Sources:
         self.book = book
         log.info("SOURCES_FILE %s read: %d sources", self.path, len(book.sources))
         return True
-
-
-def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
-

@@ -288,3 +288,19 @@ def test_a_record_with_raw_newlines_costs_only_itself_and_the_batch_is_not_retri
     assert b"not JSON" in dict(letters[0].headers())["dead_letter_reason"]
     assert letters[0].value() == broken_record[1]
     assert indexer.stop() == 0
+
+
+def test_the_indexer_maps_a_rules_files_typed_fields(kafka, indexers, opensearch, tmp_path):
+    topics = Topics(kafka)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("sources: {events: {events: {purchase: {properties: {properties: {price: {type: number}}}}}}}")
+    sent = envelopes(topics.environment, 1)
+    # A whole number first: without the plan's mapping OpenSearch would guess `long` and cut every later 9.5.
+    sent[0].document = sent[0].document[:-1] + b',"typed":{"price":10}}'
+    topics.produce(sent)
+    indexer = indexers(topics.env(ACK_MODE="kafka", RULES_FILE=rules))
+    wait_until(lambda: opensearch.count(topics.environment) >= 1, timeout=90, message="the topic indexed")
+    mapping = opensearch.http.get(f"/events_{topics.environment}_*/_mapping/field/typed.price").json()
+    assert [field["typed.price"]["mapping"]["price"]["type"] for field in
+            (index["mappings"] for index in mapping.values())] == ["double"]
+    assert indexer.stop() == 0, indexer.log()

@@ -15,9 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "event_collector"
 # only rooms on lower floors. Adding a room means giving it a floor here and in docs/architecture.md.
 FLOORS = {
     "exceptions": 0, "logs": 0, "metrics": 0, "worker_slots": 0,
-    "settings": 1, "sources": 1,
-    "retry": 2, "enrich": 2, "collecting": 2,
-    "envelope": 3,
+    "settings": 1, "watched_file": 1,
+    "retry": 2, "enrich": 2, "collecting": 2, "sources": 2,
+    "envelope": 3, "rules": 3,
     "outcomes": 4, "buffer": 4, "in_flight": 4,
     "pending": 5, "shipper": 5,
     "delivery": 6, "kafka": 6,

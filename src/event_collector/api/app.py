@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 from .. import metrics
@@ -20,6 +19,7 @@ from ..exceptions import InvalidEvent, StoreError
 from ..lifecycle import Collector
 from ..modes import AnyCollector, open_collector
 from ..receipts import Receipts
+from ..rules.book import Rules
 from ..settings import Settings
 from ..sources import Sources
 from . import probes
@@ -27,20 +27,20 @@ from .answers import (Answer, Send, answer, count_kept, late_body_answer, plain_
                       send_answer, store_failed_answer, unavailable_answer)
 from .auth import TokenVerifier
 from .body import ClientDisconnected, Receive, read_body
+from .config_files import ConfigFiles
 from .cors import CorsPolicy, is_preflight
 from .deadlines import BodyReadDeadlines
 from .keys import KeyRing
 from .pipeline import IngestPipeline, Route
 from .receipts_route import RECEIPTS_PATH, ReceiptsRoute
 from .routes import ingest_routes
+from .rules_gate import RulesGate
 from .tracking_routes import WriteKey, tracking_routes
 
 log = logging.getLogger(__name__)
 
 # Routes that only read, answering GET and HEAD.
 _READ_ROUTES = frozenset({b"/ping", b"/metrics", b"/livez", b"/readyz"})
-# How often SOURCES_FILE is looked at for a change.
-SOURCES_CHECK_SECONDS = 1.0
 
 
 class CollectorApp:
@@ -62,6 +62,11 @@ class CollectorApp:
             self.receipts = Receipts(settings, None, None, None)
         self.receipts_route = ReceiptsRoute(settings, verifier, WriteKey(self.sources), self.receipts)
         self.pipeline = IngestPipeline(settings)
+        # RULES_FILE (docs/rules.md): a bad file stops the start, as a bad setting does.
+        self.rules = Rules(settings.rules_file, settings.rules_hash_key) if settings.rules_file else None
+        if self.rules is not None:
+            self.pipeline.rules_gate = RulesGate(self.rules)
+        self.config_files = ConfigFiles(self.sources, self.rules, self.collector, settings.server_environment)
         self.cors = CorsPolicy.from_setting(settings.cors_allowed_origins)
         self.deadlines = BodyReadDeadlines(settings.body_read_timeout_seconds)
         self._sweeper: asyncio.Task | None = None
@@ -84,12 +89,15 @@ class CollectorApp:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                try:
+                    await self.config_files.start(self.settings.server_workers)
+                except Exception as exc:
+                    log.error("start-up failed: %s", exc)
+                    await self.collector.stop()
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 self._sweeper = asyncio.create_task(self.deadlines.sweep(), name="body-deadlines")
-                self._sources_watch = asyncio.create_task(self._watch_sources(), name="sources-watch")
-                if self.settings.server_workers == 1 and self.settings.sources_file:
-                    # With several workers uvicorn's supervisor takes SIGHUP (it restarts them); each reads
-                    # the file again within SOURCES_CHECK_SECONDS of its change anyway.
-                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.sources.reload)
+                self._sources_watch = asyncio.create_task(self.config_files.watch(), name="config-files-watch")
                 self.collector.watch_stop_signals()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -132,13 +140,6 @@ class CollectorApp:
         else:
             await send_answer(send, answer(404, {"error": f"no route for {method} {scope['path']}"}))
 
-    async def _watch_sources(self) -> None:
-        """SOURCES_FILE read again when it changed: keys added or removed take effect without a restart."""
-        while self.settings.sources_file:
-            await asyncio.sleep(SOURCES_CHECK_SECONDS)
-            if self.sources.changed():
-                self.sources.reload()
-
     def _read(self, path: bytes) -> Answer:
         if path == b"/ping":
             return plain_answer(200, b"pong", [(b"content-type", b"text/plain")])
@@ -146,6 +147,8 @@ class CollectorApp:
             return answer(200, probes.liveness())
         if path == b"/readyz":
             ready, report = probes.readiness(self.collector)
+            if self.rules is not None:
+                report["rules"] = {"version": self.rules.book.version}
             return answer(200 if ready else 503, report)
         page, content_type = metrics.exposition()
         return plain_answer(200, page, [(b"content-type", content_type.encode())])

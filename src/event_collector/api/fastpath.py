@@ -117,7 +117,8 @@ class FastIngest:
 
         def kept(status: Any, exc: BaseException | None) -> None:
             if exc is None:
-                TALLY.kept(status)
+                if request.envelopes:  # none when the rules dropped the event (docs/rules.md): not "created"
+                    TALLY.kept(status)
                 done(request.route.answer(request, status))
             elif isinstance(exc, StoreError):
                 done(store_failed_answer(request.envelopes, exc))

@@ -76,7 +76,7 @@ class IngestRequest:
     the decoder, `envelopes` by the last step of `prepare`."""
 
     __slots__ = ("route", "scope", "headers", "user_id", "copied", "events", "batch", "retry_after", "envelopes",
-                 "source")
+                 "source", "discarded", "rules_book", "verdicts")
 
     user_id: str
     copied: dict[str, str | None]
@@ -93,6 +93,8 @@ class IngestRequest:
         self.retry_after: bytes | None = None
         # The tracking API's sender (sources.Source), named by its write key.
         self.source: Any = None
+        # Events the rules dropped, sampled out or dropped as bots: answered as accepted, never kept.
+        self.discarded = 0
 
     @property
     def rejected(self) -> list[Rejection]:
@@ -109,6 +111,8 @@ class IngestPipeline:
         self.environment = settings.server_environment
         self.max_event_age_seconds = settings.pending_retention_days * 86400
         self._source_limiters: dict[str, UserRateLimiter] = {}
+        # RULES_FILE's gate (api/rules_gate.py), set by the app when the setting names a file.
+        self.rules_gate: Any = None
 
     def admit(self, route: Route, scope: dict[str, Any]) -> IngestRequest | Answer:
         """The steps of the head alone: the route's check of it, and the credentials when they are in it."""
@@ -144,12 +148,20 @@ class IngestPipeline:
             refusal = self._limit_rate(request, limiter)
             if refusal is not None:
                 return refusal
+        if self.rules_gate is not None:
+            # RULES_FILE (docs/rules.md): the events judged, then built here, then stamped.
+            return self.rules_gate.prepare(request, self.build)
+        self.build(request)
+        return None
+
+    def build(self, request: IngestRequest) -> None:
+        """The events' documents, received now from this client, into request.envelopes."""
+        route = request.route
         if route.build is not None:
             request.envelopes = route.build(self, request, self.clock())
-            return None
-        # The events' documents, received now from this client. A loop, not a comprehension: on Python 3.11 a
-        # comprehension is a function made and called each time, which costs a fifth of the usual request's
-        # one envelope.
+            return
+        # A loop, not a comprehension: on Python 3.11 a comprehension is a function made and called each time,
+        # which costs a fifth of the usual request's one envelope.
         received_at = self.clock()
         copied = request.copied
         client = self.enricher.client(request.scope, copied["user-agent"])
@@ -157,7 +169,6 @@ class IngestPipeline:
         for event in request.events:
             envelopes.append(build_envelope(self.environment, event, request.user_id, copied, received_at, client,
                                             self.max_event_age_seconds))
-        return None
 
     def _source_limiter(self, source: Any) -> UserRateLimiter | None:
         """A source's own rate (sources.py), one bucket for all its senders; kept across reloads of the file

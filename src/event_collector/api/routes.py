@@ -70,7 +70,7 @@ def status_answer(request: IngestRequest, status: str) -> Answer:
 def batch_answer(request: IngestRequest, status: str) -> Answer:
     """How many events were kept, and each rejected one by position with its reason."""
     extra = [(b"retry-after", request.retry_after)] if request.retry_after is not None else []
-    return answer(200, {"status": status, "accepted": len(request.envelopes),
+    return answer(200, {"status": status, "accepted": len(request.envelopes) + request.discarded,
                         "rejected": [_rejection(rejection) for rejection in request.rejected]}, extra)
 
 

@@ -67,6 +67,8 @@ class Tracked(DecodedBatch):
 
     sent_at: Any = None
     write_key: str | None = None
+    # A single-message route's: a message refused by the rules refuses the request (api/rules_gate.py).
+    single: bool = False
 
 
 def decode_one(body: bytes, implied_type: str) -> Tracked:
@@ -75,7 +77,7 @@ def decode_one(body: bytes, implied_type: str) -> Tracked:
         raise BodyTooLarge(f"message exceeds {MAX_MESSAGE_BYTES} bytes (the tracking API's limit)")
     message = _message(body, implied_type)
     tracked = Tracked(events=[message], positions=[0])
-    tracked.write_key = message.writeKey
+    tracked.write_key, tracked.single = message.writeKey, True
     return tracked
 
 

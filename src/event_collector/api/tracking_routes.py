@@ -116,7 +116,7 @@ def success(request: IngestRequest, status: str) -> Answer:
     """`{"success": true}`; with messages refused, which and why (the SDKs read no body of a 2xx)."""
     if not request.rejected:
         return _SUCCESS
-    return answer(200, {"success": True, "accepted": len(request.envelopes), "rejected": [
+    return answer(200, {"success": True, "accepted": len(request.envelopes) + request.discarded, "rejected": [
         {"index": r.index, "status": r.status, "error": r.reason, **({"field": r.field} if r.field else {})}
         for r in request.rejected]})
 

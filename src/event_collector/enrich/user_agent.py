@@ -7,10 +7,21 @@ native matcher (ua-parser-rs); loading the rules costs ~1.3 s and ~32 MB once pe
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 from ua_parser import Cache, CachingResolver, Domain, Parser, RegexResolver, load_builtins
 
 CACHE_ENTRIES = 10_000
+
+
+@functools.cache
+def shared_resolver() -> RegexResolver:
+    """The bundled rules, loaded once per process and shared by the enricher and the bot check (rules/bots.py),
+    so that both together cost one load, not two."""
+    # RegexResolver is the native matcher; ua-parser-rs is a pinned dependency, so it is always there.
+    assert RegexResolver is not None, "ua-parser-rs is missing"
+    return RegexResolver(load_builtins())
 
 
 class UserAgentInfo(msgspec.Struct, gc=False):
@@ -25,9 +36,7 @@ class UserAgentInfo(msgspec.Struct, gc=False):
 
 class UserAgentParser:
     def __init__(self, cache_entries: int = CACHE_ENTRIES) -> None:
-        # RegexResolver is the native matcher; ua-parser-rs is a pinned dependency, so it is always there.
-        assert RegexResolver is not None, "ua-parser-rs is missing"
-        self._parser = Parser(CachingResolver(RegexResolver(load_builtins()), Cache(cache_entries)))
+        self._parser = Parser(CachingResolver(shared_resolver(), Cache(cache_entries)))
 
     def parse(self, user_agent: str) -> UserAgentInfo:
         # What matches no rule is the family "Other", as in the rules' own test data.

@@ -22,13 +22,15 @@ import time
 from confluent_kafka import Message
 
 from .. import metrics
-from ..exceptions import OpenSearchUnavailable
+from ..exceptions import ConfigError, OpenSearchUnavailable
 from ..outcomes import count_dead_letters
 from ..retry import Breaker, backoff_seconds, pause_reason
+from ..rules.book import Rules
 from ..settings import Settings
 from ..shipper.bulk import bulk_body, classify
 from ..shipper.client import OpenSearchClient
 from ..shipper.template import TemplateGuard
+from ..sources import Sources
 from .batch import Batch
 from .dead_letter_writer import DeadLetterWriter
 from .membership import GroupMember
@@ -46,6 +48,10 @@ class Indexer:
         self._settings = settings
         self._client = OpenSearchClient.from_settings(settings, max_connections=4)
         self._template = TemplateGuard(self._client, settings.server_environment)
+        # RULES_FILE's typed fields (docs/rules.md), for the templates: the collectors judged the events already.
+        self._rules = Rules(settings.rules_file, settings.rules_hash_key) if settings.rules_file else None
+        self._sources = Sources(settings.sources_file, settings.server_environment)
+        self._typed_fields_to_templates()
         self._breaker = Breaker()
         self._member = GroupMember(settings)
         self._letters = DeadLetterWriter(settings, drop_revoked=self._member.drop_revoked, wait=self._wait)
@@ -99,6 +105,22 @@ class Indexer:
             await self._member.resume()
         log.debug("a batch of %d records settled in %.3f s", len(batch.messages), time.perf_counter() - started)
 
+    def _typed_fields_to_templates(self) -> None:
+        if self._rules is not None:
+            mappings = self._rules.book.typed_mappings(self._sources.book, self._settings.server_environment)
+            self._template.set_own_fields(mappings)
+
+    def _read_rules_again(self) -> None:
+        """RULES_FILE (or SOURCES_FILE) changed: the typed fields of the new reading go to the templates; a bad
+        file keeps the last good one."""
+        assert self._rules is not None
+        self._sources.reload()
+        try:
+            self._rules.adopt(self._rules.read())
+        except ConfigError as exc:
+            log.error(f"{exc}; the typed fields in force stay")
+        self._typed_fields_to_templates()
+
     async def _deliver(self, batch: Batch) -> None:
         """Return when every record is delivered or bound for the dead-letter topic; the breaker holds the
         batch while OpenSearch does not take requests."""
@@ -109,6 +131,8 @@ class Indexer:
             positions = list(batch.waiting)
             envelopes = [batch.waiting[p] for p in positions]
             await self._permit()
+            if self._rules is not None and (self._rules.changed() or self._sources.changed()):
+                self._read_rules_again()
             try:
                 await self._template.ensure(envelope.index for envelope in envelopes)
                 status, body = await self._client.bulk(bulk_body(envelopes))

@@ -25,7 +25,7 @@ _KEYWORD = {"type": "keyword"}
 _DATE = {"type": "date"}
 # Bumped with every change of the mappings, so an operator can tell which one a cluster holds
 # (GET _index_template/events_<environment>).
-TEMPLATE_VERSION = 3
+TEMPLATE_VERSION = 4
 
 
 def _keywords(*names: str) -> dict[str, Any]:
@@ -53,6 +53,10 @@ ADDED_FIELDS: dict[str, Any] = {
     "context": {"type": "flat_object"},
     "integrations": {"type": "flat_object"},
     "message_id_generated": {"type": "boolean"},
+    # RULES_FILE's (version 4): docs/rules.md. A plan's typed properties (`typed.*`) are the family's own.
+    "rules_version": _KEYWORD,
+    "violations": _KEYWORD,
+    "bot": {"type": "boolean"},
 }
 
 
@@ -69,7 +73,7 @@ def index_template(environment: str, prefix: str = "events") -> dict[str, Any]:
     return _family_template(template_name(environment, prefix))
 
 
-def _family_template(family: str) -> dict[str, Any]:
+def _family_template(family: str, own_fields: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "index_patterns": [f"{family}_*"],
         "version": TEMPLATE_VERSION,
@@ -95,18 +99,22 @@ def _family_template(family: str) -> dict[str, Any]:
                         }
                     },
                     **ADDED_FIELDS,
+                    **(own_fields or {}),
                 }
             }
         },
     }
 
 
-async def install_template(client: OpenSearchClient, family: str) -> tuple[int, Any]:
-    return await client.request("PUT", f"/_index_template/{family}", msgspec.json.encode(_family_template(family)))
+async def install_template(client: OpenSearchClient, family: str,
+                           own_fields: dict[str, Any] | None = None) -> tuple[int, Any]:
+    body = msgspec.json.encode(_family_template(family, own_fields))
+    return await client.request("PUT", f"/_index_template/{family}", body)
 
 
-async def add_new_fields(client: OpenSearchClient, family: str) -> tuple[int, Any]:
-    body = msgspec.json.encode({"properties": ADDED_FIELDS})
+async def add_new_fields(client: OpenSearchClient, family: str,
+                         own_fields: dict[str, Any] | None = None) -> tuple[int, Any]:
+    body = msgspec.json.encode({"properties": {**ADDED_FIELDS, **(own_fields or {})}})
     return await client.request("PUT", f"/{family}_*/_mapping?allow_no_indices=true&ignore_unavailable=true", body)
 
 
@@ -126,6 +134,17 @@ class TemplateGuard:
         self._settled: set[str] = set()
         self._settled_indices: set[str] = set()
         self._lock = asyncio.Lock()
+        # Mappings of some families only, by family: a tracking plan's typed properties (rules/typed.py).
+        self._own_fields: dict[str, dict[str, Any]] = {}
+
+    def set_own_fields(self, by_family: dict[str, dict[str, Any]]) -> None:
+        """The families' own mappings (RULES_FILE read or read again): a family whose mappings changed has its
+        template installed again, and its existing indices given the new fields, before its next request."""
+        changed = {family for family in {*by_family, *self._own_fields}
+                   if by_family.get(family) != self._own_fields.get(family)}
+        self._own_fields = dict(by_family)
+        self._settled -= changed
+        self._settled_indices = {index for index in self._settled_indices if family_of(index) not in changed}
 
     async def ensure(self, indices: Iterable[str] = ()) -> None:
         """The templates of the default family and of these indices' families are in place; raises
@@ -140,22 +159,24 @@ class TemplateGuard:
         self._settled_indices.update(indices)
 
     async def _install(self, family: str) -> None:
-        status, body = await install_template(self._client, family)
+        own_fields = self._own_fields.get(family)
+        status, body = await install_template(self._client, family, own_fields)
         if 200 <= status < 300:
             log.info("index template %s installed", family)
-            await self._add_new_fields(family)
+            await self._add_new_fields(family, own_fields)
         elif (reason := pause_reason(status, body)) is not None:
             # Overloaded, down or misconfigured (401, 403, 404, a proxy's refusal): shipping now would
             # create indices without the mapping, so delivery waits for the template.
             raise OpenSearchUnavailable(f"installing the index template: {reason}")
         else:
             log.error("OpenSearch refused index template %s (%s): %s", family, status, body)
-        self._settled.add(family)
+        if self._own_fields.get(family) == own_fields:  # else they changed meanwhile: install again
+            self._settled.add(family)
 
-    async def _add_new_fields(self, family: str) -> None:
+    async def _add_new_fields(self, family: str, own_fields: dict[str, Any] | None) -> None:
         """A template shapes only the indices created after it: an index of this month, created before an
         upgrade, gets the added fields' mappings here rather than mappings guessed from the first values."""
-        status, body = await add_new_fields(self._client, family)
+        status, body = await add_new_fields(self._client, family, own_fields)
         if (reason := pause_reason(status, body)) is not None:
             raise OpenSearchUnavailable(f"adding new fields to existing indices: {reason}")
         if not 200 <= status < 300:

@@ -1,0 +1,147 @@
+"""PII rules (rules/pii.py through SourceTransforms.scrub): what each action writes, where a path reaches, and
+that the properties given are never changed."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from event_collector.rules.transforms import SourceTransforms
+
+KEY = b"test-hash-key"
+
+
+def scrubbed(pii: dict, properties: dict, key: bytes = KEY) -> dict:
+    before = copy.deepcopy(properties)
+    result = SourceTransforms.compile("events", {"pii": pii}, key).scrub(properties)
+    assert properties == before, "scrub changed its input"
+    return result
+
+
+def hashed(data: bytes, key: bytes = KEY) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+# --- hash ---
+
+def test_hash_is_the_keyed_hmac_sha256_hex_of_the_string():
+    result = scrubbed({"email": "hash"}, {"email": "ana@example.com", "plan": "pro"})
+    assert result == {"email": hashed(b"ana@example.com"), "plan": "pro"}
+    assert len(result["email"]) == 64 and "ana@example.com" not in result["email"]
+
+
+@pytest.mark.parametrize("key", [b"k", b"k" * 63, b"k" * 64, b"k" * 65, bytes(range(256)) * 2])
+def test_hash_is_hmac_sha256_whatever_the_key_length(key):
+    """pii.py computes HMAC from its padded key states; keys longer than SHA-256's block are hashed first."""
+    assert scrubbed({"email": "hash"}, {"email": "ana@example.com"}, key=key)["email"] == hashed(b"ana@example.com", key)
+
+
+def test_equal_values_hash_alike_and_the_key_matters():
+    first = scrubbed({"email": "hash"}, {"email": "ana@example.com"})["email"]
+    assert scrubbed({"email": "hash"}, {"email": "ana@example.com"})["email"] == first
+    assert scrubbed({"email": "hash"}, {"email": "bob@example.com"})["email"] != first
+    assert scrubbed({"email": "hash"}, {"email": "ana@example.com"}, key=b"other-key")["email"] != first
+    # Not the bare digest: without the key a guessed e-mail cannot be checked.
+    assert first != hashlib.sha256(b"ana@example.com").hexdigest()
+
+
+def test_other_values_hash_from_their_sorted_compact_json():
+    result = scrubbed({"id": "hash", "flag": "hash", "doc": "hash", "other": "hash"},
+                      {"id": 5, "flag": True, "doc": {"b": 2, "a": 1}, "other": {"a": 1, "b": 2}})
+    assert result["id"] == hashed(b"5") == scrubbed({"id": "hash"}, {"id": "5"})["id"]
+    assert result["flag"] == hashed(b"true")
+    assert result["doc"] == result["other"] == hashed(b'{"a":1,"b":2}')
+
+
+def test_hash_applies_to_each_element_of_a_list_and_keeps_null():
+    result = scrubbed({"emails": "hash", "phone": "hash"}, {"emails": ["a@x.io", 7, None], "phone": None})
+    assert result == {"emails": [hashed(b"a@x.io"), hashed(b"7"), None], "phone": None}
+
+
+def test_a_lone_surrogate_is_hashed_not_refused():
+    assert scrubbed({"name": "hash"}, {"name": "\ud800x"})["name"] == hashed("\ud800x".encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(min_size=4, alphabet=st.characters(codec="utf-8")))
+def test_a_hashed_value_never_shows_in_clear(value):
+    result = scrubbed({"secret": "hash"}, {"secret": value})["secret"]
+    assert value not in result
+    assert result == hashed(value.encode())
+
+
+# --- mask ---
+
+@pytest.mark.parametrize("value, masked", [
+    ("+33612345678", "********5678"),
+    ("4111111111111111", "************1111"),
+    ("123456789", "*****6789"),
+    ("12345678", "********"),
+    ("abc", "***"),
+    ("", ""),
+    (42, "****"),
+    (3.5, "****"),
+    (False, "****"),
+    ({"street": "1 Main St"}, "****"),
+    (None, None),
+    (["+33612345678", 7, None], ["********5678", "****", None]),
+])
+def test_mask_keeps_the_last_four_of_a_long_string_only(value, masked):
+    assert scrubbed({"phone": "mask"}, {"phone": value}) == {"phone": masked}
+
+
+# --- drop, and where a path reaches ---
+
+def test_drop_removes_the_key_at_the_end_of_a_nested_path():
+    properties = {"address": {"street": "1 Main St", "city": "Lyon"}, "price": 3}
+    assert scrubbed({"address.street": "drop"}, properties) == {"address": {"city": "Lyon"}, "price": 3}
+
+
+def test_a_missing_path_or_one_through_a_non_object_changes_nothing():
+    properties = {"address": "Lyon", "list": [1, 2], "none": None}
+    result = scrubbed({"email": "drop", "address.street": "hash", "list.x": "mask", "none.x": "drop",
+                       "a.b.c.d": "hash"}, properties)
+    assert result is properties
+
+
+def test_a_key_holding_the_dots_itself_is_reached_too():
+    properties = {"address.street": "1 Main St", "user": {"contact.email": "a@x.io"}, "keep": 1}
+    result = scrubbed({"address.street": "drop", "user.contact.email": "mask"}, properties)
+    assert result == {"user": {"contact.email": "******"}, "keep": 1}
+
+
+def test_a_list_on_the_way_applies_the_rest_to_each_object():
+    properties = {"items": [{"sku": "A1", "email": "a@x.io"}, "loose", [{"email": "b@x.io"}], {"sku": "B2"}]}
+    result = scrubbed({"items.email": "hash"}, properties)
+    assert result == {"items": [{"sku": "A1", "email": hashed(b"a@x.io")}, "loose",
+                                [{"email": hashed(b"b@x.io")}], {"sku": "B2"}]}
+
+
+def test_rules_apply_deepest_first_whatever_their_order_in_the_file():
+    properties = {"address": {"street": "1 Main St", "city": "Lyon"}}
+    expected = hashed(b'{"city":"Lyon"}')
+    assert scrubbed({"address": "hash", "address.street": "drop"}, properties) == {"address": expected}
+    assert scrubbed({"address.street": "drop", "address": "hash"}, properties) == {"address": expected}
+
+
+def test_only_the_objects_on_the_way_are_copied():
+    untouched = {"deep": {"deeper": [1, 2, 3]}}
+    properties = {"user": {"email": "a@x.io", "prefs": {"lang": "fr"}}, "other": untouched}
+    result = scrubbed({"user.email": "drop"}, properties)
+    assert result == {"user": {"prefs": {"lang": "fr"}}, "other": untouched}
+    assert result["other"] is untouched and result["user"]["prefs"] is properties["user"]["prefs"]
+    assert result is not properties and result["user"] is not properties["user"]
+
+
+def test_a_realistic_event_with_every_action():
+    properties = {"email": "ana@example.com", "phone": "+33612345678", "address": {"street": "1 Main St", "zip": "69001"},
+                  "price": 12.5, "currency": "EUR"}
+    result = scrubbed({"email": "hash", "address.street": "drop", "phone": "mask"}, properties)
+    assert result == {"email": hashed(b"ana@example.com"), "phone": "********5678", "address": {"zip": "69001"},
+                      "price": 12.5, "currency": "EUR"}
+    assert "ana@example.com" not in repr(result) and "1 Main St" not in repr(result)
