@@ -145,3 +145,36 @@ def test_a_realistic_event_with_every_action():
     assert result == {"email": hashed(b"ana@example.com"), "phone": "********5678", "address": {"zip": "69001"},
                       "price": 12.5, "currency": "EUR"}
     assert "ana@example.com" not in repr(result) and "1 Main St" not in repr(result)
+
+
+# --- any properties: never changed, and drop and mask leave nothing more to do ---
+
+_KEYS = st.sampled_from(["a", "b", "a.b", "email"])
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+                     max_leaves=30)
+_PATHS = st.sampled_from(["a", "b", "a.b", "a.b.email", "email", "b.a"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(properties=st.dictionaries(_KEYS, _JSON, max_size=5),
+       rules=st.dictionaries(_PATHS, st.sampled_from(["mask", "drop", "hash"]), min_size=1, max_size=4))
+def test_any_properties_are_never_changed_and_drop_and_mask_are_idempotent(properties, rules):
+    result = scrubbed(rules, properties)
+    if "hash" not in rules.values():
+        assert scrubbed(rules, result) == result
+    if rules.get("email") == "drop":
+        assert "email" not in result
+
+
+def test_the_deepest_properties_the_door_lets_in_are_scrubbed():
+    """api/validation.py's MAX_PARAM_DEPTH (20) bounds the nesting before the rules run; pii.py recurses."""
+    nested: object = [{"email": "ana@example.com"}]
+    for _ in range(18):
+        nested = [nested]
+    result = scrubbed({"items.email": "mask", "raw": "hash"}, {"items": nested, "raw": nested})
+    inner = result["items"]
+    for _ in range(18):
+        inner = inner[0]
+    assert inner == [{"email": "*" * 11 + ".com"}]
+    assert "ana@example.com" not in repr(result["raw"])

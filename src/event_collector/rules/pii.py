@@ -21,7 +21,8 @@ What the actions write:
   it). Any other value (number, boolean, object) becomes "****".
 - drop: the key is removed.
 
-The input is never changed: only the objects and lists on the way to a changed value are copied.
+The input is never changed: only the objects and lists on the way to a changed value are copied. The walk
+recurses: the door bounds the nesting first (api/validation.py's MAX_PARAM_DEPTH, 20 levels).
 """
 
 from __future__ import annotations
