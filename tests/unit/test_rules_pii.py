@@ -7,10 +7,12 @@ import copy
 import hashlib
 import hmac
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from event_collector.rules.pii import MAX_ELEMENTWISE
 from event_collector.rules.transforms import SourceTransforms
 
 KEY = b"test-hash-key"
@@ -63,6 +65,20 @@ def test_hash_applies_to_each_element_of_a_list_and_keeps_null():
     assert result == {"emails": [hashed(b"a@x.io"), hashed(b"7"), None], "phone": None}
 
 
+def test_a_list_is_hashed_element_by_element_one_level_deep_up_to_its_bound():
+    nested = scrubbed({"ids": "hash"}, {"ids": [["a", "b"], "c"]})["ids"]
+    assert nested == [hashed(b'["a","b"]'), hashed(b"c")]
+    at_bound = [f"id-{n}" for n in range(MAX_ELEMENTWISE)]
+    assert scrubbed({"ids": "hash"}, {"ids": at_bound})["ids"] == [hashed(item.encode()) for item in at_bound]
+
+
+def test_a_hostile_list_costs_one_hash_not_one_per_element():
+    """32,000 numbers fit a 64 KB body: hashed one by one they cost ~30 ms of CPU per event."""
+    hostile = list(range(32_000))
+    assert scrubbed({"ids": "hash"}, {"ids": hostile}) == {"ids": hashed(msgspec.json.encode(hostile))}
+    assert scrubbed({"ids": "mask"}, {"ids": hostile + ["x" * 20]}) == {"ids": "****"}
+
+
 def test_a_lone_surrogate_is_hashed_not_refused():
     assert scrubbed({"name": "hash"}, {"name": "\ud800x"})["name"] == hashed("\ud800x".encode("utf-8", "surrogatepass"))
 
@@ -89,7 +105,7 @@ def test_a_hashed_value_never_shows_in_clear(value):
     (False, "****"),
     ({"street": "1 Main St"}, "****"),
     (None, None),
-    (["+33612345678", 7, None], ["********5678", "****", None]),
+    (["+33612345678", 7, None, ["+33612345678"]], ["********5678", "****", None, "****"]),
 ])
 def test_mask_keeps_the_last_four_of_a_long_string_only(value, masked):
     assert scrubbed({"phone": "mask"}, {"phone": value}) == {"phone": masked}
@@ -145,3 +161,36 @@ def test_a_realistic_event_with_every_action():
     assert result == {"email": hashed(b"ana@example.com"), "phone": "********5678", "address": {"zip": "69001"},
                       "price": 12.5, "currency": "EUR"}
     assert "ana@example.com" not in repr(result) and "1 Main St" not in repr(result)
+
+
+# --- any properties: never changed, and drop and mask leave nothing more to do ---
+
+_KEYS = st.sampled_from(["a", "b", "a.b", "email"])
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+                     max_leaves=30)
+_PATHS = st.sampled_from(["a", "b", "a.b", "a.b.email", "email", "b.a"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(properties=st.dictionaries(_KEYS, _JSON, max_size=5),
+       rules=st.dictionaries(_PATHS, st.sampled_from(["mask", "drop", "hash"]), min_size=1, max_size=4))
+def test_any_properties_are_never_changed_and_drop_and_mask_are_idempotent(properties, rules):
+    result = scrubbed(rules, properties)
+    if "hash" not in rules.values():
+        assert scrubbed(rules, result) == result
+    if rules.get("email") == "drop":
+        assert "email" not in result
+
+
+def test_the_deepest_properties_the_door_lets_in_are_scrubbed():
+    """api/validation.py's MAX_PARAM_DEPTH (20) bounds the nesting before the rules run; pii.py recurses."""
+    nested: object = [{"email": "ana@example.com"}]
+    for _ in range(18):
+        nested = [nested]
+    result = scrubbed({"items.email": "mask", "raw": "hash"}, {"items": nested, "raw": nested})
+    inner = result["items"]
+    for _ in range(18):
+        inner = inner[0]
+    assert inner == [{"email": "*" * 11 + ".com"}]
+    assert "ana@example.com" not in repr(result["raw"])

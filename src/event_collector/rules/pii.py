@@ -5,7 +5,9 @@ Where a path reaches (each decision a user of the pipeline would otherwise have 
   ({"address.street": ...}) matches too, at any level, so PII is not missed because an app flattened it.
 - A list met on the way applies the rest of the path to each of its objects (`items.email` reaches every
   item's e-mail); other elements are left as they are.
-- A list at the end of the path: hash and mask apply to each element (so each e-mail in a list still joins);
+- A list at the end of the path: hash and mask apply to each element (so each e-mail in a list still joins),
+  one level deep (an element that is a list is one value), for lists of up to MAX_ELEMENTWISE elements; a
+  longer list is one value (its JSON hashed, or "****"), which bounds the work a hostile list can cause.
   drop removes the key.
 - A missing path, or a path through something that is not an object, changes nothing.
 - null stays null under hash and mask: there is nothing to hide, and a hash of null would be one constant.
@@ -21,7 +23,9 @@ What the actions write:
   it). Any other value (number, boolean, object) becomes "****".
 - drop: the key is removed.
 
-The input is never changed: only the objects and lists on the way to a changed value are copied.
+The input is never changed: only the objects and lists on the way to a changed value are copied. The walk
+through lists and objects recurses: the door bounds the nesting first (api/validation.py's MAX_PARAM_DEPTH,
+20 levels).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ ACTIONS = ("hash", "mask", "drop")
 MASK_KEPT_CHARS = 4
 MASK_MIN_CHARS_TO_KEEP = 9
 MASKED_NON_STRING = "****"
+# A list at the end of a path longer than this is hashed or masked whole, as one value.
+MAX_ELEMENTWISE = 100
 
 _json = msgspec.json.Encoder(order="sorted")
 _DROPPED = object()
@@ -44,18 +50,14 @@ _SHA256_BLOCK_BYTES = 64
 def hasher(key: bytes) -> Callable[[Any], Any]:
     hmac_sha256 = _hmac_sha256(key)
 
-    def hash_value(value: Any) -> Any:
+    def hash_one(value: Any) -> Any:
         if isinstance(value, str):
             # surrogatepass: a JSON string may carry a lone surrogate (\ud800), which strict UTF-8 refuses.
-            data = value.encode("utf-8", "surrogatepass")
-        elif value is None:
+            return hmac_sha256(value.encode("utf-8", "surrogatepass"))
+        if value is None:
             return None
-        elif isinstance(value, list):
-            return [hash_value(item) for item in value]
-        else:
-            data = _json.encode(value)
-        return hmac_sha256(data)
-    return hash_value
+        return hmac_sha256(_json.encode(value))
+    return _each_element(hash_one)
 
 
 def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
@@ -77,16 +79,28 @@ def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
     return digest
 
 
-def mask(value: Any) -> Any:
+def _mask_one(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) < MASK_MIN_CHARS_TO_KEEP:
             return "*" * len(value)
         return "*" * (len(value) - MASK_KEPT_CHARS) + value[-MASK_KEPT_CHARS:]
     if value is None:
         return None
-    if isinstance(value, list):
-        return [mask(item) for item in value]
     return MASKED_NON_STRING
+
+
+def _each_element(action: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`action` applied to a value, or to each element of a list of at most MAX_ELEMENTWISE (one level: an
+    element that is itself a list is one value). A longer list is one value, so that a hostile list costs one
+    HMAC, not one per element: 32,000 numbers in a 64 KB body cost 29 ms to hash one by one."""
+    def apply(value: Any) -> Any:
+        if isinstance(value, list) and len(value) <= MAX_ELEMENTWISE:
+            return [action(item) for item in value]
+        return action(value)
+    return apply
+
+
+mask = _each_element(_mask_one)
 
 
 class PiiRule:
