@@ -74,9 +74,10 @@ def oha_binary() -> str:
 
 
 async def push_batches(url: str, token: str, total: int, per_request: int = 100,
-                       concurrency: int = 8) -> tuple[float, dict[str, int]]:
-    """Send `total` events in batches; returns the time of the first accept and the answers' statuses."""
-    prefix = uuid.uuid4().hex[:12]
+                       concurrency: int = 8, prefix: str = "") -> tuple[float, dict[str, int]]:
+    """Send `total` events in batches, their log_ids `<prefix>-<n>` (a random prefix unless given); returns the
+    time of the first accept and the answers' statuses."""
+    prefix = prefix or uuid.uuid4().hex[:12]
     bodies = []
     for start in range(0, total, per_request):
         bodies.append(msgspec.json.encode([

@@ -17,6 +17,9 @@ Figures (each measured BENCH_REPEATS times, interleaved, reported as median with
   delivery          at a fixed rate (BENCH_DELIVERY_RATE, 2,000/s; and 350/s): time from a 2xx to the document
                     being searchable (p50/p99), and bytes the collector wrote to disk per accepted event
   enrichment        CPU µs to decode, enrich and encode one event, each enrichment off and on (bench/enrichment.py)
+  rules             CPU µs per event through the fast path with a 50-event RULES_FILE and every transform on,
+                    against no rules (bench/rules.py; target: at most 20 µs more)
+  receipts          POST /v1/receipts for 1 and for 1,000 indexed ids: latency and the collector's CPU per request
   single[kafka]     `single` in ACK_MODE=kafka, pinned as above, against a one-broker scripts/kafka-dev (its JVM on
                     the load tool's CPU) and a 3-partition topic: each 2xx waits for the broker's acknowledgement
   end_to_end[kafka] `end_to_end` through that broker: kafka-mode collectors (a worker per CPU), a topic of a partition
@@ -40,6 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures_checks import CheckFigures
 from figures_delivery import DeliveryFigures
 from figures_http import HttpFigures
 from figures_kafka import KafkaFigures
@@ -48,7 +52,7 @@ from knobs import (CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, KAFKA, MOD
 from report import markdown, summarise, table, targets
 
 
-class Bench(HttpFigures, DeliveryFigures, KafkaFigures):
+class Bench(HttpFigures, DeliveryFigures, KafkaFigures, CheckFigures):
     """Every figure of the run (bench/figures_*.py), on the servers and samples of bench/harness.py."""
 
     def enrichment(self) -> None:
@@ -96,6 +100,8 @@ def main() -> int:
                 bench.single_kafka()
             bench.limit_opensearch()
             bench.enrichment()
+            bench.rules()
+            bench.receipts()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if ONLY and ONLY != "http":
