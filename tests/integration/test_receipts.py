@@ -1,13 +1,11 @@
 """POST /v1/receipts against real collectors and the real OpenSearch node: each state, who may ask, two
-replicas, and the refusals (tests/security/test_receipts_hostile.py has the hostile bodies)."""
+replicas, and the refusals (tests/security/test_receipts_refusals.py has the hostile bodies)."""
 
 from __future__ import annotations
 
 import base64
 import time
 from datetime import datetime, timezone
-
-import pytest
 
 from event_collector.envelope import index_name
 from support import event, metric, wait_until
@@ -141,7 +139,7 @@ sources:
     assert collector.post_event(jwt_event).status_code == 200
     ids = [tracked["messageId"], jwt_event["log_id"]]
 
-    month = index_name(collector.environment, time.time(), f"events_web")
+    month = index_name(collector.environment, time.time(), "events_web")
     answer = wait_until(lambda: (r := receipts(collector, ids, basic(KEY)))[ids[0]]["state"] == "indexed" and r,
                         timeout=60, message="the message indexed")
     assert answer == {ids[0]: {"state": "indexed", "index": month}, ids[1]: {"state": "unknown"}}

@@ -1,7 +1,5 @@
 """verify's pacing, latency percentiles and command line, without any server."""
 
-import asyncio
-
 import pytest
 
 from event_collector.cli import main
