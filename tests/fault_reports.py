@@ -32,6 +32,7 @@ FAULT_CLASSES = {
     "store_upkeep": "store schema migration or retention of many rows under load",
     "kafka_broker_killed": "a Kafka broker killed under load",
     "dead_letter_unwritable": "the dead-letter destination refusing writes",
+    "config_reload": "RULES_FILE rewritten and reloaded (SIGHUP) under load",
     # No test pulls the power or destroys a volume: these rows stay "not tried" (docs/guarantees-scope.md).
     "power_loss": "power loss or a kernel crash (durable mode needs SQLITE_SYNCHRONOUS=FULL)",
     "volume_lost": "the collector's volume destroyed",
