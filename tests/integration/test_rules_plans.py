@@ -293,7 +293,8 @@ def test_a_reload_under_load_loses_and_duplicates_nothing(tmp_path, opensearch):
         assert load.count(200) == load.sent, load.statuses  # no refused or dropped request
         counts = assert_delivered_exactly_once("rules reload under load", load, opensearch, collector.environment,
                                                fault="config_reload", ack_mode="durable",
-                                               settings={**collector.report_settings(), "RULES_FILE": "a plan, rewritten, SIGHUP"})
+                                               settings={**collector.report_settings(),
+                                                         "RULES_FILE": "a plan, rewritten, SIGHUP"})
         versions = search(opensearch, f"events_{collector.environment}_*", {"match_all": {}}, size=0,
                           aggs={"v": {"terms": {"field": "rules_version"}}})["aggregations"]["v"]["buckets"]
         by_version = {bucket["key"].split("-")[0]: bucket["doc_count"] for bucket in versions}
