@@ -6,13 +6,17 @@ without its shippers (nothing leaves the buffer, which is sized to hold every ev
 work between a read and its write, without the sockets and the event loop around them, so it is the same on a
 busy machine as on a quiet one, where wrk's figures are not: the figure to compare two versions of the code
 by. BENCH_CPU_REQUESTS (50,000) requests a round, BENCH_REPEATS rounds (5); prints µs per request.
-BENCH_SRC=<a src directory> measures that version of the code instead.
+BENCH_SRC=<a src directory> measures that version of the code instead. BENCH_MODE=durable measures durable
+mode (each request's journal write included, to a temporary directory); BENCH_PROFILE=1 prints the cProfile
+of one more round, sorted by own time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -68,7 +72,7 @@ def requests(token: str, count: int, round_: int) -> list[bytes]:
     return made
 
 
-async def one_round(round_: int) -> float:
+async def one_round(round_: int, profiled: bool = False) -> float:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
@@ -79,6 +83,7 @@ async def one_round(round_: int) -> float:
 
     settings = load_settings()
     app = CollectorApp(settings)
+    await app.collector.store.open()  # the journal, in durable mode
     app.collector.accepting = True  # not started: no shipper takes events out of the buffer
     config = Config(app, log_config=None, proxy_headers=False)
     config.load()
@@ -89,21 +94,32 @@ async def one_round(round_: int) -> float:
     transport = _Transport()
     protocol.connection_made(transport)
     batch = requests(mint_token(SECRET, "bench-user", 3600), REQUESTS, round_)
+    profile = cProfile.Profile() if profiled else None
     started = time.process_time()
+    if profile is not None:
+        profile.enable()
     for request in batch:
         protocol.data_received(request)
+    if profile is not None:
+        profile.disable()
     spent = time.process_time() - started
     assert transport.answers == REQUESTS and b'"created"' in transport.last, transport.last
     protocol.connection_lost(None)
+    await app.collector.store.close()
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
     return spent / REQUESTS * 1e6
 
 
 def main() -> int:
     workdir = tempfile.mkdtemp(prefix="event-collector-fastpath-cpu-")
-    os.environ.update({"JWT_SECRET": SECRET, "ACK_MODE": "memory", "QUEUE_CAPACITY": str(REQUESTS + 1),
+    mode = os.environ.get("BENCH_MODE", "memory")
+    os.environ.update({"JWT_SECRET": SECRET, "ACK_MODE": mode, "QUEUE_CAPACITY": str(REQUESTS + 1),
                        "DATABASE_URL": f"sqlite://{workdir}/pending.db", "SERVER_ENVIRONMENT": "benchcpu"})
     figures = [asyncio.run(one_round(n)) for n in range(REPEATS)]
-    print(f"fast path, µs of CPU per request: median {statistics.median(figures):.2f} "
+    if os.environ.get("BENCH_PROFILE") == "1":
+        asyncio.run(one_round(REPEATS, profiled=True))
+    print(f"fast path, {mode} mode, µs of CPU per request: median {statistics.median(figures):.2f} "
           f"(min {min(figures):.2f}, max {max(figures):.2f}; {REPEATS} rounds of {REQUESTS:,})")
     return 0
 

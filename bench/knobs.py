@@ -19,7 +19,8 @@ OPENSEARCH = os.environ.get("OPEN_SEARCH_DNS", "http://127.0.0.1:9200").rstrip("
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "500000"))
-SEED_BIN = os.environ.get("SEED_BIN", "")
+# Resolved here: the servers run in a work directory of their own, where a relative path means nothing.
+SEED_BIN = str(Path(os.environ["SEED_BIN"]).resolve()) if os.environ.get("SEED_BIN") else ""
 DELIVERY_RATE = float(os.environ.get("BENCH_DELIVERY_RATE", "2000"))
 # The rate of the disk figure: the moderate load at which durable mode's bytes per event were first measured.
 DISK_RATE = 350.0

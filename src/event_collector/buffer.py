@@ -85,15 +85,19 @@ class Buffer:
         return self.take(self._batch_size)
 
     def take(self, limit: int) -> list[Envelope]:
-        batch: list[Envelope] = []
-        batch_bytes = 0
         items = self._items
-        while items and len(batch) < limit:
-            size = len(items[0].document)
-            if batch and batch_bytes + size > self.batch_max_bytes:
-                break
-            batch.append(items.popleft())
-            batch_bytes += size
+        popleft = items.popleft
+        batch = [popleft() for _ in range(min(limit, len(items)))]
+        if sum([len(envelope.document) for envelope in batch]) > self.batch_max_bytes:
+            # Rare (large documents): keep what fits, at least one, and give the rest back in order.
+            batch_bytes, fits = 0, 0
+            for envelope in batch:
+                batch_bytes += len(envelope.document)
+                if fits and batch_bytes > self.batch_max_bytes:
+                    break
+                fits += 1
+            items.extendleft(reversed(batch[fits:]))
+            del batch[fits:]
         if len(items) < self._batch_size and not self._closed:
             self._batch_ready.clear()
         return batch

@@ -67,6 +67,7 @@ class Collector(StopSignals):
             dead_letter_retention_days=settings.dead_letter_retention_days,
         )
         self.accepting = False
+        self._durable = settings.ack_mode == "durable"
         # Whether start() ran to its end, and when a stop signal came (the stop's budget counts from it):
         # both decide /readyz (api/probes.py).
         self.started = False
@@ -119,8 +120,9 @@ class Collector(StopSignals):
         replayer to bring back. Raises StoreError, before keeping any of them, when the events cannot all
         be kept.
         """
-        if not envelopes:
-            return CREATED  # all screened out by the rules (docs/rules.md): nothing to keep, a 2xx all the same
+        status = self.accept_now(envelopes)
+        if status is not None:
+            return status
         try:
             status = await self._keep(envelopes)
         except StoreFull:
@@ -131,14 +133,39 @@ class Collector(StopSignals):
         self.store_failure = None
         return status
 
+    def accept_now(self, envelopes: list[Envelope]) -> str | None:
+        """`accept` when it needs no wait, the usual request: room in the buffer, and in durable mode a journal
+        write that is kept once made (no fsync to wait for). None, having kept nothing, when it must wait: the
+        caller then awaits `accept`. The fast path answers from here within the read that brought the request
+        (api/fastpath.py), without a coroutine."""
+        if not envelopes:
+            return CREATED  # all screened out by the rules (docs/rules.md): nothing to keep, a 2xx all the same
+        buffer = self.buffer
+        if buffer.closed or len(envelopes) > buffer.free_space:
+            return None
+        if self._durable:
+            try:
+                if not self.store.add_in_flight_now(envelopes):
+                    return None
+            except StoreFull:
+                raise
+            except StoreError as exc:
+                self.store_failure = (str(exc), time.monotonic())
+                raise
+        # All fit: the room was checked above, and nothing else ran since.
+        buffer.offer_many(envelopes)
+        self.book.accepted(envelopes)
+        self.store_failure = None
+        return CREATED
+
     async def _keep(self, envelopes: list[Envelope]) -> str:
-        if self.settings.ack_mode == "durable" and len(envelopes) <= self.buffer.free_space:
+        if self._durable and len(envelopes) <= self.buffer.free_space:
             await self.store.add(envelopes, leased=True)
             taken = self.buffer.offer_many(envelopes)
             self.book.accepted(envelopes if taken == len(envelopes) else envelopes[:taken])
             if taken < len(envelopes):  # others filled the buffer while this commit ran
                 await self._release_overflow(envelopes[taken:])
-        elif self.settings.ack_mode == "durable":
+        elif self._durable:
             # The buffer is full (OpenSearch slow or down): the rows wait in the store unleased, written
             # once, for the replayer to bring back when there is room.
             await self.store.add(envelopes, leased=False)

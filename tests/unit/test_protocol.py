@@ -88,7 +88,8 @@ class RecordingFastPath:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
 
-    def handle(self, headers, peer, body, done) -> None:
+    def handle(self, headers, head, peer, body, done) -> None:
+        assert head == dict(headers)
         self.bodies.append(body)
         done((200, [(b"content-length", b"4")], b"fast"))
 
@@ -131,3 +132,25 @@ async def test_only_http_1_1_takes_the_fast_path_whatever_its_connection_header(
     written = await answered(transport)
     assert written.endswith(b"fast" if fast else b"ok"), written
     assert recording.bodies == ([b"{}"] if fast else [])
+
+
+@pytest.mark.parametrize(("extra", "fast"), [
+    (b"X-Trace: a\r\nX-Trace: b\r\n", True),  # a repeated name of no concern to the fast path
+    (b"EXPECT: 100-continue\r\nexpect: 100-continue\r\n", False),
+])
+async def test_a_repeated_header_decides_as_the_last_of_its_name(extra, fast):
+    made, transport = connection()
+    made.fast = recording = RecordingFastPath()
+    made.data_received(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + extra + b"\r\n{}")
+    written = await answered(transport)
+    assert written.endswith(b"fast" if fast else b"ok"), written
+    assert recording.bodies == ([b"{}"] if fast else [])
+
+
+async def test_a_content_length_sent_twice_never_takes_the_fast_path():
+    made, transport = connection()
+    made.fast = recording = RecordingFastPath()
+    made.data_received(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}")
+    written = await answered(transport)
+    assert not written.endswith(b"fast"), written
+    assert recording.bodies == []

@@ -1,5 +1,5 @@
 """Which requests the protocol answers itself, on the fast path (api/fastpath.py), and how it carries them:
-what a head says is noted as it arrives, the body is gathered, handed over whole, and the answer written in
+what a head says is read once it is complete, the body is gathered, handed over whole, and the answer written in
 order with the app's (docs/http.md).
 
 The parser callbacks here run for every request, so uvicorn's short bodies are inlined rather than reached
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 # Requests with these headers go to the ASGI app: a streamed or encoded body, a 100-continue to send first,
 # a CORS answer, an upgrade.
 _ASGI_HEADERS = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"origin", b"upgrade"})
-_NOTED_HEADERS = _ASGI_HEADERS | {b"content-length", b"connection"}
 
 
 class FastPathDispatch:
@@ -47,11 +46,9 @@ class FastPathDispatch:
         self._fast_body: list[bytes] | None = None
         self._fast_keep_alive = True
         self._fast_waiting = False
-        # What the head being parsed says about the fast path, noted as its headers arrive: its
-        # Content-Length (b"" when sent twice), and whether a header sends it to the app.
-        self._content_length: bytes | None = None
-        self._asgi_header = False
-        self._connection_header = False
+        # The head's headers by name, made once it is complete (the last of a repeated name wins, as in the
+        # pipeline's view of them): the fast path hands it on rather than have the pipeline make it again.
+        self.head: dict[bytes, bytes] = {}
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._fast_body is not None:
@@ -67,30 +64,20 @@ class FastPathDispatch:
         self.url = b""
         self.expect_100_continue = False
         self.headers: list[tuple[bytes, bytes]] = []
-        self._content_length = None
-        self._asgi_header = False
-        self._connection_header = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in _NOTED_HEADERS:
-            if name == b"content-length":
-                self._content_length = b"" if self._content_length is not None else value
-            elif name == b"connection":
-                self._connection_header = True
-            else:
-                self._asgi_header = True
-                if name == b"expect" and value.lower() == b"100-continue":
-                    self.expect_100_continue = True
-        self.headers.append((name, value))
+        # Called for every header of every request: only kept here, and looked at once the head is complete.
+        self.headers.append((name.lower(), value))
 
     def _dispatch(self) -> None:
         """A complete head within the limits: its body is read for the fast path when the fast path answers it
         the same as the app would (a single-event POST /events: docs/http.md), else uvicorn's ASGI cycle
         takes the request. One method, the cheapest tests first: this runs for every request."""
         fast = self.fast
-        length = self._content_length
-        if (fast is not None and self.url == EVENTS_PATH and not self._asgi_header and length is not None
+        self.head = head = dict(self.headers)
+        # One Content-Length at most: llhttp refuses a head with two (tests/unit/test_protocol.py holds it).
+        length = head.get(b"content-length")
+        if (fast is not None and self.url == EVENTS_PATH and _ASGI_HEADERS.isdisjoint(head) and length is not None
                 and length.isdigit() and int(length) <= MAX_FAST_BODY_BYTES
                 # Answers go out in order: nothing may be waiting for one.
                 and not self._fast_waiting and not self.pipeline
@@ -100,12 +87,15 @@ class FastPathDispatch:
             # httptools formats the version as a string for every call. Without a Connection header, only
             # HTTP/1.1 keeps the connection (llhttp: HTTP/1.0 needs `Connection: keep-alive`, and it refuses
             # versions other than 0.9, 1.0, 1.1 and 2.0), so the usual request is told without asking.
-            http_1_1 = (keep_alive and not self._connection_header) or parser.get_http_version() == "1.1"
+            http_1_1 = (keep_alive and b"connection" not in head) or parser.get_http_version() == "1.1"
             if parser.get_method() == b"POST" and http_1_1 and not parser.should_upgrade() and fast.collector.accepting:
                 self._fast_body = []
                 self._fast_keep_alive = keep_alive
                 self.close_at = self.loop.time() + fast.body_read_timeout_seconds
                 return
+        if b"expect" in head:  # uvicorn's on_header notes this for the ASGI cycle
+            self.expect_100_continue = any(name == b"expect" and value.lower() == b"100-continue"
+                                           for name, value in self.headers)
         # Counted before any request the app answers, so that /metrics includes every earlier answer.
         TALLY.flush()
         self.scope = self._new_scope()
@@ -148,7 +138,7 @@ class FastPathDispatch:
         self.close_at = None
         self._fast_waiting = True
         try:
-            self.fast.handle(self.headers, self.client, body, self._fast_answered)  # type: ignore[union-attr]
+            self.fast.handle(self.headers, self.head, self.client, body, self._fast_answered)  # type: ignore[union-attr]
         except Exception:
             # A bug, not the client's fault: the 500 uvicorn gives an app that fails, not its 400 for a parser
             # callback that raised.
@@ -184,3 +174,4 @@ class FastPathDispatch:
         if waited:
             self.flow.resume_reading()
         self._next_request()
+

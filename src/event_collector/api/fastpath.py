@@ -2,10 +2,11 @@
 
 api/fast_dispatch.py decides which requests take it (docs/http.md) and hands over a complete body; this
 module runs them through the same pipeline as the app (api/pipeline.py) and calls back with the whole
-answer. `Collector.accept` is a coroutine: it is stepped here by hand rather than wrapped in a task. In
-memory mode with room in the buffer it finishes at the first step, so the answer is written from within the
-data callback; in durable mode it waits for the group commit's future, and the next step runs from that
-future's done callback.
+answer. The usual request is kept by `Collector.accept_now`, with room in the buffer and, in durable mode, a
+journal write that needs no fsync: the answer is written from within the data callback, no coroutine made.
+Otherwise `Collector.accept`, a coroutine, is stepped here by hand rather than wrapped in a task: with
+SQLITE_SYNCHRONOUS=FULL it waits for the group commit's future, and the next step runs from that future's
+done callback.
 """
 
 from __future__ import annotations
@@ -103,10 +104,12 @@ class FastIngest:
             fast = cls._of[app] = cls(app)
         return fast
 
-    def handle(self, headers: list[tuple[bytes, bytes]], peer: Any, body: bytes, done: Done) -> None:
-        """Answer one event through `done`: called before this returns unless the collector must wait."""
+    def handle(self, headers: list[tuple[bytes, bytes]], head: dict[bytes, bytes], peer: Any, body: bytes,
+               done: Done) -> None:
+        """Answer one event through `done`: called before this returns unless the collector must wait. `head`
+        is `headers` by name."""
         pipeline = self.pipeline
-        request = pipeline.admit(self.route, {"client": peer, "headers": headers})
+        request = pipeline.admit(self.route, {"client": peer, "headers": headers}, head)
         if isinstance(request, Answer):
             done(request)
             return
@@ -126,7 +129,16 @@ class FastIngest:
                 log.error("the fast path failed on an event", exc_info=exc)
                 done(INTERNAL_ERROR)
 
-        step(self.collector.accept(request.envelopes), kept)
+        collector = self.collector
+        try:
+            status = collector.accept_now(request.envelopes)
+        except Exception as exc:  # noqa: BLE001 - answered by `kept`, as from `accept`
+            kept(None, exc)
+            return
+        if status is not None:
+            kept(status, None)
+        else:
+            step(collector.accept(request.envelopes), kept)
 
 
 def step(coroutine: Coroutine, finished: Callable[[Any, BaseException | None], None]) -> None:

@@ -41,6 +41,10 @@ class KafkaCollector(StopSignals):
         log.info("collector started: ack mode kafka, topic %s on %s", self.producer.topic,
                  self.settings.kafka_bootstrap_servers)
 
+    def accept_now(self, envelopes: list[Envelope]) -> str | None:
+        """None: Kafka's acknowledgement is always waited for (`accept`)."""
+        return None
+
     async def accept(self, envelopes: list[Envelope]) -> str:
         """"created" once the brokers acknowledged every event; raises KafkaUnavailable (a StoreError: 503
         with Retry-After) when any was not, within KAFKA_PRODUCE_TIMEOUT_SECONDS."""

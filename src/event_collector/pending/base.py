@@ -71,6 +71,10 @@ class PendingStore(Protocol):
         delivered, retried, dead-lettered or released. With `enforce_cap`, raise StoreFull instead when the
         backlog is at its cap."""
 
+    def add_in_flight_now(self, envelopes: list[Envelope]) -> bool:
+        """`add(envelopes, leased=True)` when it needs no wait (the write is kept once made: no fsync to wait
+        for), and True; False, having done nothing, when it needs one: the caller then awaits `add`."""
+
     async def delivered(self, envelopes: list[Envelope]) -> None:
         """Delete the rows of delivered envelopes (envelopes without a row are ignored)."""
 

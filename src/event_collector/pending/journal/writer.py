@@ -93,16 +93,26 @@ class Journal:
     def _write_events(self, envelopes: Sequence[Envelope]) -> range:
         segment = self._segment_for_events()
         first = self._next_seq
-        records = b"".join(event_record(seq, envelope) for seq, envelope in enumerate(envelopes, first))
-        settles, self._unwritten_settles = self._unwritten_settles, []
+        if len(envelopes) == 1:  # the usual request: no generator to join
+            records = event_record(first, envelopes[0])
+        else:
+            records = b"".join(event_record(seq, envelope) for seq, envelope in enumerate(envelopes, first))
+        settles = self._unwritten_settles
+        if settles:
+            self._unwritten_settles = []
+            records = settled_record(settles) + records
         try:
-            self._append(segment, (settled_record(settles) if settles else b"") + records)
+            self._append(segment, records)
         except StoreError:
-            self._unwritten_settles = settles + self._unwritten_settles
+            if settles:
+                self._unwritten_settles = settles + self._unwritten_settles
             raise
         seqs = range(first, first + len(envelopes))
         self._next_seq = seqs.stop
-        segment.live.update(seqs)
+        if len(seqs) == 1:
+            segment.live.add(first)
+        else:
+            segment.live.update(seqs)
         return seqs
 
     def wait_until_durable(self) -> asyncio.Future | None:
