@@ -6,12 +6,24 @@ to SERVER_CPU and the load tool and OpenSearch to LOAD_CPU."""
 from __future__ import annotations
 
 import os
+import re
+import urllib.request
 
 from harness import Harness
 from knobs import SECONDS
 from load import oha, wrk
 from opensearch import opensearch_on_load_cpu
 from servers import stolen_seconds
+
+
+def overflow_share(url: str) -> float:
+    """The share of the events a collector answered that went to its pending store, the buffer being full
+    (OpenSearch took less than came in): each costs a SQLite row, several times a buffered event's CPU, so
+    this share moves a round's rate and CPU per request (bench/RESULTS.md)."""
+    page = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    counts = dict(re.findall(r'^event_collector_events_received_total\{outcome="(\w+)"\} ([\d.e+]+)$', page, re.M))
+    created, pending = float(counts.get("created", 0)), float(counts.get("pending", 0))
+    return pending / (created + pending) if created + pending else 0.0
 
 
 class HttpFigures(Harness):
@@ -44,7 +56,7 @@ class HttpFigures(Harness):
                 result = wrk(server.url, self.token, write_key=write_key)
             cpu, waited = server.cpu_seconds() - cpu, server.waiting_seconds() - waited
             name = "track" if tracking else "single" if workers == 1 else "single_all_cores"
-            self.record(f"{name}[{mode}]", **result,
+            self.record(f"{name}[{mode}]", **result, overflow_share=overflow_share(server.url),
                         cpu_seconds_per_10k=cpu / max(1, result["accepted_per_second"] * SECONDS) * 10_000,
                         server_cpu_share=cpu / SECONDS, server_waiting_share=waited / SECONDS,
                         stolen_share=(stolen_seconds() - stolen) / SECONDS, peak_rss_mb=server.memory_mb("VmHWM"))

@@ -17,9 +17,14 @@ def summarise(samples: list[dict[str, float]]) -> dict[str, Any]:
     valid = [sample for sample in samples if sample.get("generator_valid", 1.0) != 0.0]
     if not valid:
         worst = max(samples, key=lambda sample: sample["generator_cpu"] + sample["generator_waiting"])
-        return {"invalid": {"reason": "the load generator was saturated in every round",
-                            "generator_cpu": worst["generator_cpu"], "generator_waiting": worst["generator_waiting"],
-                            "rounds": len(samples)}}
+        invalid = {"reason": "the load generator was saturated in every round",
+                   "generator_cpu": worst["generator_cpu"], "generator_waiting": worst["generator_waiting"],
+                   "rounds": len(samples)}
+        if "cpu_us_per_request" in worst:
+            # The server's own CPU over the requests it answered does not depend on how many were sent: it
+            # stays a true figure when the rate is the generator's.
+            invalid["cpu_us_per_request"] = statistics.median(sample["cpu_us_per_request"] for sample in samples)
+        return {"invalid": invalid}
     summary: dict[str, Any] = {}
     for key in valid[0]:
         values = [sample[key] for sample in valid]
@@ -100,7 +105,9 @@ def table(result: dict) -> str:
     lines = [f"{'figure':30} {'measure':22} {'median':>12} {'min':>12} {'max':>12}"]
     for figure, measures in result["figures"].items():
         if "invalid" in measures:
-            lines.append(f"{figure:30} INVALID: {measures['invalid']['reason']}")
+            bad = measures["invalid"]
+            cpu = f"; CPU per request {bad['cpu_us_per_request']:.2f} µs" if "cpu_us_per_request" in bad else ""
+            lines.append(f"{figure:30} INVALID: {bad['reason']}{cpu}")
             continue
         for measure, value in measures.items():
             lines.append(f"{figure:30} {measure:22} {value['median']:>12,.2f} {value['min']:>12,.2f}"
@@ -122,7 +129,9 @@ def markdown(result: dict) -> str:
     for figure, measures in result["figures"].items():
         if "invalid" in measures:
             bad = measures["invalid"]
-            lines.append(f"| `{figure}` | **invalid**: {bad['reason']} | "
+            cpu = (f"; the server's CPU per request, which does not depend on the generator: "
+                   f"{bad['cpu_us_per_request']:.2f} µs" if "cpu_us_per_request" in bad else "")
+            lines.append(f"| `{figure}` | **rate invalid**: {bad['reason']}{cpu} | "
                          f"{bad['generator_cpu']:.0%} / {bad['generator_waiting']:.0%} |")
             continue
         generator = (f"{measures['generator_cpu']['median']:.0%} / {measures['generator_waiting']['median']:.0%}"
