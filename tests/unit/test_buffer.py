@@ -52,3 +52,11 @@ async def test_a_closed_buffer_refuses_and_hands_out_what_is_left_at_once():
     assert not buffer.offer(envelope(2))
     assert len(await asyncio.wait_for(buffer.next_batch(flush_interval_seconds=3600), timeout=5)) == 1
     assert await buffer.next_batch(flush_interval_seconds=3600) == []
+
+
+def test_what_a_byte_bound_batch_leaves_stays_in_order_at_the_head():
+    buffer = Buffer(capacity=100, batch_size=10, batch_max_bytes=25)
+    buffer.offer_many([envelope(n, size=10) for n in range(6)])
+    taken = [[e.log_id for e in buffer.take(10)] for _ in range(3)]
+    assert taken == [[envelope(n).log_id for n in pair] for pair in ((0, 1), (2, 3), (4, 5))]
+    assert len(buffer) == 0

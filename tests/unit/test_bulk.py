@@ -44,3 +44,25 @@ def test_a_failed_request_retries_every_event():
         outcome = classify(batch, status, body)
         assert [f.envelope for f in outcome.retry] == batch
         assert not outcome.delivered and not outcome.rejected
+
+
+def test_action_lines_are_the_bytes_msgspec_writes_for_the_action_whatever_the_id():
+    odd = ['quote " and backslash \\', "control \x00\x1f\n", "é and 日本 and \u2028", "emoji 🎉", ""]
+    batch = [Envelope("events_test_2026-12" if i % 2 else "quarantine_events_test_2026-12", log_id, b"{}", 0.0)
+             for i, log_id in enumerate(odd)]
+    lines = bulk_body(batch).split(b"\n")
+    for envelope, line in zip(batch, lines[0::2]):
+        assert line == msgspec.json.encode({"create": {"_index": envelope.index, "_id": envelope.log_id}})
+
+
+def test_an_answer_without_errors_delivers_every_event_without_reading_the_items():
+    batch = envelopes(3)
+    # Items OpenSearch would never send with errors false: they show the items were not read.
+    body = {"errors": False, "items": [item(400, "mapper_parsing_exception")] * 3}
+    assert classify(batch, 200, body).delivered == batch
+    # The same items with errors true (or no errors field): each read.
+    for flagged in ({**body, "errors": True}, {"items": body["items"]}):
+        outcome = classify(batch, 200, flagged)
+        assert not outcome.delivered and [f.envelope for f in outcome.rejected] == batch
+    # A count that does not match the batch is still retried whole, errors or not.
+    assert [f.envelope for f in classify(batch, 200, {"errors": False, "items": []}).retry] == batch
