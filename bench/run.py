@@ -29,7 +29,8 @@ pin the server to CPU 0 and the load tool and OpenSearch to CPU 1, so both sides
 core of their own; the other figures use the whole machine. wrk sends requests built before the load starts
 (bench/wrk/events.lua) and its own CPU is measured (bench/generator.py): a round where it was saturated is
 left out, and a figure with no round left is reported as invalid. Results: a table on stdout,
-bench/results/latest.json, latest.md (the tables of RESULTS.md) and latest.png.
+bench/results/latest.json, latest.md (the tables of RESULTS.md) and latest.png; a full run also writes them into
+RESULTS.md (between its markers), RESULTS.json and RESULTS.png.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from figures_checks import CheckFigures
 from figures_delivery import DeliveryFigures
 from figures_http import HttpFigures
 from figures_kafka import KafkaFigures
-from knobs import (CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, KAFKA, MODES, ONLY, REPEATS, RESULTS,
+from knobs import (BENCH, CONNECTIONS, DELIVERY_RATE, DISK_RATE, E2E_EVENTS, KAFKA, MODES, ONLY, REPEATS, RESULTS,
                    SECONDS, SEED_BIN)
 from report import markdown, summarise, table, targets
 
@@ -123,7 +124,30 @@ def main() -> int:
 
     draw(result, RESULTS / "latest.png")
     print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.png'}")
+    if not ONLY:
+        publish(result)
     return 0
+
+
+# The part of RESULTS.md a full run rewrites: its figures and targets. The reading of them around it is written
+# by hand, and says which run it reads.
+GENERATED_START = "<!-- make bench: generated from the last full run, start -->"
+GENERATED_END = "<!-- make bench: generated from the last full run, end -->"
+
+
+def publish(result: dict) -> None:
+    """A full run's figures into bench/RESULTS.md (between the markers), RESULTS.json and RESULTS.png."""
+    page = BENCH / "RESULTS.md"
+    text = page.read_text()
+    start, end = text.find(GENERATED_START), text.find(GENERATED_END)
+    if start < 0 or end < start:
+        print(f"{page} has no generated part (its markers are missing): left as it is")
+        return
+    generated = f"{GENERATED_START}\n{markdown(result)}{GENERATED_END}"
+    page.write_text(text[:start] + generated + text[end + len(GENERATED_END):])
+    shutil.copyfile(RESULTS / "latest.json", BENCH / "RESULTS.json")
+    shutil.copyfile(RESULTS / "latest.png", BENCH / "RESULTS.png")
+    print(f"wrote the figures of {page} (between its markers), RESULTS.json and RESULTS.png")
 
 
 if __name__ == "__main__":
