@@ -138,7 +138,8 @@ class FastPathDispatch:
         self.close_at = None
         self._fast_waiting = True
         try:
-            self.fast.handle(self.headers, self.head, self.client, body, self._fast_answered)  # type: ignore[union-attr]
+            self.fast.handle(  # type: ignore[union-attr]
+                self.headers, self.head, self.client, body, self._fast_answered)
         except Exception:
             # A bug, not the client's fault: the 500 uvicorn gives an app that fails, not its 400 for a parser
             # callback that raised.
@@ -174,4 +175,3 @@ class FastPathDispatch:
         if waited:
             self.flow.resume_reading()
         self._next_request()
-

@@ -115,7 +115,8 @@ class IngestPipeline:
         # RULES_FILE's gate (api/rules_gate.py), set by the app when the setting names a file.
         self.rules_gate: Any = None
 
-    def admit(self, route: Route, scope: dict[str, Any], head: dict[bytes, bytes] | None = None) -> IngestRequest | Answer:
+    def admit(self, route: Route, scope: dict[str, Any],
+              head: dict[bytes, bytes] | None = None) -> IngestRequest | Answer:
         """The steps of the head alone: the route's check of it, and the credentials when they are in it.
         `head`: scope's headers by name, when the caller has them so."""
         request = IngestRequest(route, scope, head)
@@ -204,29 +205,7 @@ class IngestPipeline:
         return None
 
 
-# The copied headers of recent requests, by their raw values: a device sends the same four with every event,
-# so the usual request finds its copy made already. Only copies that passed are kept; the copies are never
-# changed once made. Emptied when full, which a sender varying its headers per request can only make useless.
-_COPIES_KEPT = 4096
-_copies: dict[tuple[bytes | None, ...], dict[str, str | None]] = {}
-
-
 def copied_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
-    """The headers copied into the document, as text (shared with other requests that sent the same: read
-    only)."""
-    get = headers.get
-    # COPIED_HEADERS' wire names, written out: this runs for every request.
-    key = (get(b"device-uuid"), get(b"app-version"), get(b"os-version"), get(b"user-agent"))
-    copied = _copies.get(key)
-    if copied is None:
-        copied = _copy_headers(headers)
-        if len(_copies) >= _COPIES_KEPT:
-            _copies.clear()
-        _copies[key] = copied
-    return copied
-
-
-def _copy_headers(headers: dict[bytes, bytes]) -> dict[str, str | None]:
     copied: dict[str, str | None] = {}
     for wire_name, name in COPIED_HEADERS:
         value = headers.get(wire_name)
