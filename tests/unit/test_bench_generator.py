@@ -61,3 +61,13 @@ def test_a_failing_generator_raises() -> None:
         assert error.returncode == 3
     else:
         raise AssertionError("a failed generator run must not give a figure")
+
+
+def test_an_invalid_rate_keeps_the_servers_own_cpu_per_request() -> None:
+    capped = [{"requests_per_second": 95_000.0 + n, "cpu_us_per_request": cpu, "generator_cpu": 0.93,
+               "generator_waiting": 0.03, "generator_valid": 0.0} for n, cpu in enumerate((7.7, 7.9, 8.4))]
+    invalid = summarise(capped)["invalid"]
+    assert invalid["cpu_us_per_request"] == 7.9 and invalid["rounds"] == 3
+    # A figure that does not measure it (the `single` ones count CPU per 10k events) gets none.
+    single = {"accepted_per_second": 1.0, "generator_cpu": 0.95, "generator_waiting": 0.0, "generator_valid": 0.0}
+    assert "cpu_us_per_request" not in summarise([single])["invalid"]
