@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from event_collector.envelope import Envelope, format_timestamp, index_name
@@ -106,13 +106,31 @@ def test_collectors_indexers_and_a_broker_killed_under_load_lose_and_duplicate_n
         kafka.start()  # the killed broker back, so that stop() is a clean controlled shutdown
 
 
+# While a killed broker's groups move to another coordinator, asking one for offsets fails for a moment.
+_COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
 def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
-    finally:
-        consumer.close()
-    return {tp.partition: max(tp.offset, 0) for tp in offsets}
+    """The group's committed offsets, asked again while its coordinator moves (never an empty guess: a caller
+    checks that nothing was committed past a point)."""
+    answer: dict[int, int] = {}
+
+    def answered() -> bool:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        try:
+            offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _COORDINATOR_MOVING:
+                raise
+            return False
+        finally:
+            consumer.close()
+        answer.update((tp.partition, max(tp.offset, 0)) for tp in offsets)
+        return True
+
+    wait_until(answered, timeout=60, message=f"group {group}'s coordinator to answer for its offsets")
+    return answer
 
 
 def _letters(bootstrap: str, topic: str) -> list:
